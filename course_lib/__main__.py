@@ -1,0 +1,4 @@
+"""``python -m course_lib`` is the same as the ``course-lib`` command."""
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""The ``course-lib`` command line (also ``python -m course_lib``).
+
+Each sub-command lives in its own module under :mod:`course_lib.commands` and defines
+``register(subparsers)``; this module discovers them, parses the arguments and runs the chosen
+command. A :class:`~course_lib.errors.CourseError` (a problem the user can fix) is printed as one
+paragraph on stderr with exit code 2 and no traceback; argparse's own usage errors also exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import sys
+import textwrap
+
+from . import __version__, commands
+from .errors import CourseError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="course-lib",
+        description="Run the experiments of the course 'What Unlearning Leaks' from the command line.")
+    parser.add_argument("--version", action="version", version=f"course_lib {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        if hasattr(module, "register"):
+            module.register(sub)
+    return parser
+
+
+def emit(result, as_json: bool, text: str | None = None) -> None:
+    """Print ``result`` as JSON (``--json``) or as ``text`` (default: ``result``'s str)."""
+    if as_json:
+        print(json.dumps(result, indent=2, sort_keys=False, default=str))
+    else:
+        print(text if text is not None else result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CourseError as exc:
+        print(textwrap.fill(f"course-lib {args.command}: error: {exc}", width=100), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("course-lib: interrupted; results written so far are kept.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

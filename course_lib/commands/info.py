@@ -1,0 +1,37 @@
+"""``course-lib info``: version, device, profile and which datasets are available."""
+from __future__ import annotations
+
+from .. import __version__
+from ..config import data_root, describe_device, get_device, get_profile
+from ..data import REGISTRY, is_available
+from .common import add_common
+
+
+def register(sub) -> None:
+    p = sub.add_parser("info", help="version, device, profile and dataset availability")
+    add_common(p, seed=False)
+    p.set_defaults(func=run)
+
+
+def collect(profile: str | None = None) -> dict:
+    datasets = []
+    for name, spec in REGISTRY.items():
+        ok, why = is_available(name)
+        datasets.append({"name": name, "embedded": spec.embedded, "available": ok, "why": why,
+                         "description": spec.description})
+    device = get_device()
+    return {"version": __version__, "device": str(device), "device_message": describe_device(device),
+            "profile": get_profile(profile).name, "data_root": str(data_root()), "datasets": datasets}
+
+
+def run(args) -> int:
+    from ..cli import emit
+
+    info = collect(args.profile)
+    lines = [f"course_lib {info['version']}", info["device_message"], f"profile: {info['profile']}",
+             f"data root: {info['data_root']}", "datasets:"]
+    for d in info["datasets"]:
+        mark = "yes" if d["available"] else "no "
+        lines.append(f"  [{mark}] {d['name']:<14} {d['why']}")
+    emit(info, args.json, "\n".join(lines))
+    return 0
