@@ -29,7 +29,6 @@ Kaggle's chest X-ray set and the shared CIFAR-10 copy are laid out).
 from __future__ import annotations
 
 import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use(matplotlib.get_backend() if matplotlib.get_backend() else "Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
 
 def to_display(image: torch.Tensor) -> np.ndarray:
