@@ -12,7 +12,6 @@ import importlib
 import json
 import pkgutil
 import sys
-import textwrap
 
 from . import __version__, commands
 from .errors import CourseError
@@ -48,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CourseError as exc:
-        print(textwrap.fill(f"course-lib {args.command}: error: {exc}", width=100), file=sys.stderr)
+        print(f"course-lib {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("course-lib: interrupted; results written so far are kept.", file=sys.stderr)
