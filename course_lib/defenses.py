@@ -1,0 +1,367 @@
+"""Defenses against unlearning inversion (Section 7 and Section 9 of the inversion paper).
+
+The model developer post-processes the unlearned model M_u before it is released, so that the
+difference ``theta - theta_u`` that the attacks of chapters 2-4 read no longer carries the removed
+sample. Every defense here has the same shape::
+
+    defended = defense(original, unlearned, strength, *, seed=0, ...)
+
+``original`` is the deployed model M (weights ``theta``), ``unlearned`` is M_u (``theta_u``),
+``strength`` is the defense's one knob, and the result is a *new* model (the inputs are never
+modified). The server or user then attacks the pair (M, defended) exactly as it attacked (M, M_u).
+
+``obfuscation`` (strength = sigma)
+    DP-SGD-style parameter obfuscation: clip the unlearning update to norm C = 1.2 and add
+    Gaussian noise of standard deviation sigma to every parameter.
+``pruning`` (strength = p)
+    Magnitude pruning: zero the share p of the smallest-magnitude weights of M_u
+    (``torch.nn.utils.prune``).
+``finetune`` (strength = lr)
+    Fine-tune M_u on a small additional data set (100 samples in the paper) with learning rate lr.
+``label-only`` (strength = 1 on, 0 off)
+    Section 9: the parameters are left alone and the prediction API answers with the predicted
+    label instead of the probability vector. The returned model is an unchanged copy; the
+    registry entry says ``api="labels"`` so that experiments wrap it in a label-only black box.
+
+Every defense is registered in :data:`DEFENSES` under its name; :func:`apply_defense` looks one
+up by name, and :func:`register_defense` lets a learner add their own (chapter 6, exercise).
+Used by chapter 6 ("Defending the unlearning pipeline") and ``course-lib defend``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from .cache import clone_model
+from .data import Dataset
+from .errors import CourseError, check_choice, check_range
+from .train import accuracy, finetune
+
+#: The clipping norm of parameter obfuscation (the paper follows the Opacus tutorial: C = 1.2).
+DEFAULT_CLIP_NORM = 1.2
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _check_pair(original: nn.Module, unlearned: nn.Module) -> None:
+    """Raise a CourseError unless the two models have parameters of the same shapes."""
+    a = [p.shape for p in original.parameters()]
+    b = [p.shape for p in unlearned.parameters()]
+    if a != b:
+        raise CourseError("The original and the unlearned model must have the same architecture "
+                          "(their parameter shapes differ). Pass the deployed model M and its unlearned "
+                          "version M_u.")
+
+
+def _check_strength(strength, low: float, high: float, what: str, *, high_open: bool = False) -> float:
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        raise CourseError(f"{what} must be a number; got {strength!r}.") from None
+    if math.isnan(value):
+        raise CourseError(f"{what} must be a number; got NaN.")
+    return check_range(value, low, high, what, high_open=high_open)
+
+
+def unlearning_update(original: nn.Module, unlearned: nn.Module) -> list[torch.Tensor]:
+    """``theta_u - theta``, one tensor per parameter (same shapes as ``model.parameters()``).
+
+    For approximate unlearning this is ``+(eta m / b) * sum_i g_i``, the scaled gradient of the
+    removed samples (see the sign convention of :mod:`course_lib.unlearn.paper`).
+    """
+    _check_pair(original, unlearned)
+    return [(pu.detach() - p.detach().to(pu.device)) for p, pu in zip(original.parameters(), unlearned.parameters())]
+
+
+def clip_update(update: list[torch.Tensor], clip_norm: float, *, scope: str = "global") -> list[torch.Tensor]:
+    """Scale ``update`` down so that its L2 norm is at most ``clip_norm`` (DP-SGD clipping).
+
+    ``scope="global"`` (default, Opacus' flat clipping) treats all tensors as one vector:
+    ``u * min(1, C / ||u||)``. ``scope="per-tensor"`` clips every tensor to ``C`` on its own.
+    Returns new tensors; an update already inside the ball is returned unchanged (copied).
+    """
+    check_choice(scope, ("global", "per-tensor"), "clipping scope")
+    if clip_norm <= 0:
+        raise CourseError(f"The clipping norm C must be positive; got {clip_norm}.")
+    if scope == "global":
+        norm = torch.sqrt(sum((u.double() ** 2).sum() for u in update))
+        factor = min(1.0, clip_norm / max(float(norm), 1e-30))
+        return [u * factor for u in update]
+    out = []
+    for u in update:
+        n = float(u.double().norm())
+        out.append(u * min(1.0, clip_norm / max(n, 1e-30)))
+    return out
+
+
+# --------------------------------------------------------------------------- the defenses
+
+def obfuscate(original: nn.Module, unlearned: nn.Module, strength: float, *, seed: int = 0,
+              clip_norm: float = DEFAULT_CLIP_NORM, scope: str = "global") -> nn.Module:
+    """Parameter obfuscation (Section 7): ``theta_d = theta + clip_C(theta_u - theta) + N(0, sigma^2 I)``.
+
+    The paper "clips the gradient used for unlearning the samples by C and adds random noise
+    following the Gaussian distribution", like DP-SGD. The course applies this to the
+    *unlearning update* ``theta_u - theta`` rather than to a raw per-sample gradient, because
+
+    * the update is what the developer actually adds to M (for approximate unlearning it is the
+      removed samples' gradient times eta m / b, eq. 13; for exact unlearning there is no single
+      gradient, but there is still an update), so the defense works for every unlearning method;
+    * it is exactly the quantity the attacker estimates (eq. 2), so clipping and noising it is what
+      limits the leak.
+
+    Clipping is global by default (the whole update as one vector, as Opacus' default flat
+    clipping); ``scope="per-tensor"`` clips each parameter tensor to C separately. With the
+    paper's tiny unlearning steps (lr 1e-3 / batch 128) the update is far shorter than C = 1.2,
+    so clipping rarely bites: the protection comes from the noise.
+
+    Parameters
+    ----------
+    original, unlearned:
+        M (``theta``) and M_u (``theta_u``), same architecture; neither is modified.
+    strength:
+        sigma >= 0, the noise standard deviation per parameter (same units as the weights).
+        The paper's grid is {0.001, 0.003, 0.005, 0.007}. 0 = clipping only.
+    seed:
+        Seeds the noise (the same seed gives the same defended model).
+    clip_norm:
+        C, the L2 bound of the update (default 1.2).
+    scope:
+        ``"global"`` or ``"per-tensor"`` clipping.
+
+    Returns
+    -------
+    A new model: M's architecture and buffers (batch-norm statistics) of M_u, parameters
+    ``theta + clip(theta_u - theta) + noise``.
+    """
+    sigma = _check_strength(strength, 0.0, 1.0, "The noise standard deviation sigma (obfuscation strength)")
+    update = clip_update(unlearning_update(original, unlearned), clip_norm, scope=scope)
+    defended = clone_model(unlearned)
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for p_d, p0, u in zip(defended.parameters(), original.parameters(), update):
+            noise = torch.randn(p_d.shape, generator=gen, dtype=torch.float32) * sigma
+            p_d.copy_(p0.detach().to(p_d.device) + u.to(p_d.device) + noise.to(p_d.device, p_d.dtype))
+    defended.eval()
+    return defended
+
+
+def prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """The ``(module, "weight")`` pairs that pruning acts on: every Conv and Linear weight.
+
+    Biases and batch-norm scales are left alone, as in the pruning method the paper cites
+    (Zhu & Gupta 2017, ref. [51]), which prunes the weight matrices of conv and fully-connected layers.
+    """
+    return [(m, "weight") for m in model.modules()
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
+
+
+def prune_model(original: nn.Module, unlearned: nn.Module, strength: float, *, seed: int = 0,
+                scope: str = "global") -> nn.Module:
+    """Model pruning (Section 7): zero the share ``p`` of the smallest-magnitude weights of M_u.
+
+    Uses ``torch.nn.utils.prune.l1_unstructured`` on every conv and linear weight
+    (:func:`prunable_weights`), then makes the pruning permanent (``prune.remove``), so the
+    result is an ordinary model whose pruned weights are exactly 0.
+
+    Parameters
+    ----------
+    original:
+        M; not used by the defense itself (kept for the shared signature) apart from the
+        architecture check.
+    unlearned:
+        M_u, the model to prune (not modified).
+    strength:
+        p in [0, 1): the share of weights removed (paper: {0.7, 0.8, 0.9}). 0 = nothing pruned.
+    seed:
+        Unused (magnitude pruning is deterministic); kept for the shared signature.
+    scope:
+        ``"global"`` (default: one magnitude threshold over all layers,
+        ``prune.global_unstructured``, the paper's "p proportion of the least significant
+        parameters in the model") or ``"layer"`` (every layer pruned to the same sparsity p, as
+        in Zhu & Gupta's schedule). On the small ConvNet, per-layer pruning costs much more
+        accuracy: it strips the first convolution (only 9 weights per filter) as hard as the big ones.
+
+    Returns
+    -------
+    A new model with ``round(p * n)`` zeros among all ``n`` prunable weights (``"global"``), or
+    among each layer's weights (``"layer"``).
+    """
+    p = _check_strength(strength, 0.0, 1.0, "The pruning share p (pruning strength)", high_open=True)
+    check_choice(scope, ("layer", "global"), "pruning scope")
+    _check_pair(original, unlearned)
+    defended = clone_model(unlearned)
+    targets = prunable_weights(defended)
+    if not targets:
+        raise CourseError("This model has no conv or linear weights to prune.")
+    if p > 0:
+        if scope == "global":
+            torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured, amount=p)
+        else:
+            for module, name in targets:
+                torch_prune.l1_unstructured(module, name=name, amount=p)
+        for module, name in targets:
+            torch_prune.remove(module, name)
+    defended.eval()
+    return defended
+
+
+def finetune_model(original: nn.Module, unlearned: nn.Module, strength: float, *, seed: int = 0,
+                   data: Dataset | None = None, epochs: int = 5, batch_size: int = 25,
+                   progress: bool = False) -> nn.Module:
+    """Fine-tuning (Section 7): train M_u further on a small additional data set with learning rate lr.
+
+    The paper fine-tunes on "an additional dataset of 100 samples" without giving the schedule;
+    the course uses the pipeline's fine-tuning loop (:func:`course_lib.train.finetune`: plain SGD,
+    constant lr, frozen batch-norm statistics) for ``epochs`` epochs of mini-batches of
+    ``batch_size``. The experiments draw the 100 samples from the public split D0, which never
+    contains the removed samples and is disjoint from the validation (test) split.
+
+    Parameters
+    ----------
+    original:
+        M; only checked for the architecture (shared signature).
+    unlearned:
+        M_u (not modified).
+    strength:
+        lr in [0, 1] (paper: {1e-4, 5e-4, 1e-3, 5e-3, 1e-2}); 0 leaves the weights unchanged.
+    seed:
+        Seeds the mini-batch order.
+    data:
+        The additional samples (required).
+    epochs, batch_size:
+        The fine-tuning schedule (default 5 epochs of 4 batches of 25: 20 SGD steps on 100 samples).
+        Batch-norm statistics stay frozen, so the conv weights are not scale-normalised and a
+        large lr (1e-2) can make these steps diverge: that is a real utility cost, not a bug.
+    """
+    lr = _check_strength(strength, 0.0, 1.0, "The fine-tuning learning rate lr (fine-tuning strength)")
+    _check_pair(original, unlearned)
+    if data is None or len(data) == 0:
+        raise CourseError("The fine-tuning defense needs additional samples: pass data=<a Dataset> "
+                          "(the experiments use 100 samples of the public split D0).")
+    if epochs < 1 or batch_size < 1:
+        raise CourseError(f"epochs and batch_size of the fine-tuning defense must be >= 1; got {epochs}, {batch_size}.")
+    defended = clone_model(unlearned)
+    if lr == 0:
+        defended.eval()
+        return defended
+    return finetune(defended, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                    progress=progress, desc="fine-tuning defense")
+
+
+def label_only(original: nn.Module, unlearned: nn.Module, strength: float = 1, *, seed: int = 0) -> nn.Module:
+    """Label-only answers (Section 9): the weights are not touched, the API returns labels only.
+
+    The defense lives in the serving API, not in the parameters, which is why it costs no
+    utility. This function returns an unchanged copy of M_u; its registry entry carries
+    ``api="labels"`` and the experiments wrap both models in a label-only black box
+    (:class:`course_lib.attacks.blackbox.BlackBoxAPI` with ``output="labels"``) when ``strength`` is 1.
+
+    ``strength`` is 1 (labels only) or 0 (probabilities, i.e. no defense).
+    """
+    value = _check_strength(strength, 0.0, 1.0, "The label-only strength (1 = labels only, 0 = off)")
+    if value not in (0.0, 1.0):
+        raise CourseError(f"The label-only defense is on (1) or off (0); got {strength}.")
+    _check_pair(original, unlearned)
+    defended = clone_model(unlearned)
+    defended.eval()
+    return defended
+
+
+# --------------------------------------------------------------------------- registry
+
+@dataclass(frozen=True)
+class Defense:
+    """A registered defense.
+
+    Attributes
+    ----------
+    name:
+        Registry and CLI name.
+    function:
+        ``function(original, unlearned, strength, *, seed, **options) -> defended model``.
+    parameter:
+        The knob's name as the paper writes it (``"sigma"``, ``"p"``, ``"lr"``).
+    paper_strengths:
+        The grid of Table 4 (weakest first).
+    api:
+        ``"probs"`` when the defended model is served with probability vectors, ``"labels"``
+        when the defense is the label-only API.
+    needs_data:
+        True when ``function`` needs ``data=`` (the fine-tuning samples).
+    description:
+        One line for tables and ``--help``.
+    """
+
+    name: str
+    function: Callable[..., nn.Module]
+    parameter: str
+    paper_strengths: tuple[float, ...]
+    api: str = "probs"
+    needs_data: bool = False
+    description: str = ""
+    options: dict = field(default_factory=dict)
+
+
+DEFENSES: dict[str, Defense] = {}
+
+
+def register_defense(defense: Defense) -> Defense:
+    """Add ``defense`` to :data:`DEFENSES` (replacing one of the same name) and return it."""
+    DEFENSES[defense.name] = defense
+    return defense
+
+
+register_defense(Defense("obfuscation", obfuscate, "sigma", (0.001, 0.003, 0.005, 0.007),
+                         description="clip the unlearning update to norm C=1.2, add Gaussian noise of std sigma"))
+register_defense(Defense("pruning", prune_model, "p", (0.7, 0.8, 0.9),
+                         description="zero the share p of smallest-magnitude conv/linear weights"))
+register_defense(Defense("finetune", finetune_model, "lr", (1e-4, 5e-4, 1e-3, 5e-3, 1e-2), needs_data=True,
+                         description="fine-tune the unlearned model on 100 additional samples with learning rate lr"))
+register_defense(Defense("label-only", label_only, "on", (1.0,), api="labels",
+                         description="answer queries with the predicted label only (weights unchanged)"))
+
+#: The defenses that change the parameters (those evaluated against feature recovery).
+PARAMETER_DEFENSES = ("obfuscation", "pruning", "finetune")
+
+
+def defense_names() -> list[str]:
+    return list(DEFENSES)
+
+
+def get_defense(name: str) -> Defense:
+    """The registered :class:`Defense` called ``name`` (CourseError listing the names otherwise)."""
+    check_choice(name, tuple(DEFENSES), "defense")
+    return DEFENSES[name]
+
+
+def apply_defense(name: str, original: nn.Module, unlearned: nn.Module, strength: float, *, seed: int = 0,
+                  **options) -> nn.Module:
+    """Look up defense ``name`` and apply it: ``DEFENSES[name].function(original, unlearned, strength, seed=seed, ...)``."""
+    defense = get_defense(name)
+    return defense.function(original, unlearned, strength, seed=seed, **{**defense.options, **options})
+
+
+def accuracy_ratio(defended: nn.Module, unlearned: nn.Module, validation: Dataset) -> float:
+    """Utility of a defense (Section 7): ``acc(defended) / acc(unlearned)`` on ``validation``.
+
+    1.0 = no utility lost; the paper's Table 4 reports it averaged over the removed samples.
+    It can exceed 1 (fine-tuning may improve the model).
+    """
+    base = accuracy(unlearned, validation)
+    if not base > 0:
+        raise CourseError("The undefended unlearned model has zero validation accuracy; the ratio is undefined.")
+    return accuracy(defended, validation) / base
+
+
+def sparsity(model: nn.Module) -> float:
+    """Share of exactly-zero entries among the prunable weights of ``model`` (0..1)."""
+    weights = [m.weight.detach() for m, _ in prunable_weights(model)]
+    total = sum(w.numel() for w in weights)
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    return zeros / max(total, 1)

@@ -1,0 +1,160 @@
+"""Tests of the defenses of Section 7 (course_lib.defenses) and of their evaluation (chapter 6)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from course_lib import defenses as D
+from course_lib.cache import clone_model, state_equal
+from course_lib.data import Dataset
+from course_lib.errors import CourseError
+from course_lib.models import build_model, parameter_vector
+
+
+# --------------------------------------------------------------------------- small fixtures
+
+def _pair(seed: int = 0, step: float = 1e-3):
+    """A small ConvNet M and an 'unlearned' copy M_u = M + a small random update."""
+    torch.manual_seed(seed)
+    original = build_model("convnet", (1, 12, 12), 10, width=4).eval()
+    unlearned = clone_model(original)
+    with torch.no_grad():
+        for p in unlearned.parameters():
+            p.add_(torch.randn_like(p) * step)
+    return original, unlearned
+
+
+def _data(n: int = 100, seed: int = 0) -> Dataset:
+    gen = torch.Generator().manual_seed(seed)
+    return Dataset("toy", torch.rand(n, 1, 12, 12, generator=gen), torch.randint(0, 10, (n,), generator=gen),
+                   [str(i) for i in range(10)])
+
+
+def _norm(tensors) -> float:
+    return float(torch.sqrt(sum((t.double() ** 2).sum() for t in tensors)))
+
+
+# --------------------------------------------------------------------------- obfuscation
+
+def test_clip_update_bounds_global_norm_and_keeps_direction():
+    update = [torch.full((10,), 3.0), torch.full((3, 3), -2.0)]  # norm sqrt(90 + 36) > 1.2
+    clipped = D.clip_update(update, 1.2)
+    assert _norm(clipped) == pytest.approx(1.2, rel=1e-5)
+    cos = torch.nn.functional.cosine_similarity(torch.cat([u.flatten() for u in update]),
+                                                torch.cat([c.flatten() for c in clipped]), dim=0)
+    assert float(cos) == pytest.approx(1.0, abs=1e-6)
+    small = [torch.full((4,), 0.1)]
+    assert torch.equal(D.clip_update(small, 1.2)[0], small[0])  # inside the ball: unchanged
+
+
+def test_clip_update_per_tensor_bounds_each_tensor():
+    update = [torch.full((10,), 3.0), torch.full((3, 3), -2.0), torch.full((2,), 0.01)]
+    clipped = D.clip_update(update, 1.2, scope="per-tensor")
+    assert [_norm([c]) for c in clipped[:2]] == pytest.approx([1.2, 1.2], rel=1e-5)
+    assert torch.equal(clipped[2], update[2])
+
+
+def test_obfuscation_without_noise_bounds_the_update_norm():
+    original, unlearned = _pair(step=0.05)  # update norm far above C
+    assert _norm(D.unlearning_update(original, unlearned)) > 3
+    defended = D.obfuscate(original, unlearned, 0.0)
+    assert _norm(D.unlearning_update(original, defended)) == pytest.approx(1.2, rel=1e-4)
+    # a short update passes unchanged
+    original, unlearned = _pair(step=1e-5)
+    defended = D.obfuscate(original, unlearned, 0.0)
+    assert torch.allclose(parameter_vector(defended), parameter_vector(unlearned), atol=1e-7)
+
+
+def test_obfuscation_noise_has_requested_std_and_is_seeded():
+    original, unlearned = _pair(step=1e-6)
+    sigma = 0.005
+    defended = D.obfuscate(original, unlearned, sigma, seed=3)
+    noise = parameter_vector(defended) - parameter_vector(unlearned)
+    assert noise.numel() > 1000
+    assert float(noise.std()) == pytest.approx(sigma, rel=0.1)
+    assert abs(float(noise.mean())) < 3 * sigma / math.sqrt(noise.numel()) + 1e-6
+    again = D.obfuscate(original, unlearned, sigma, seed=3)
+    other = D.obfuscate(original, unlearned, sigma, seed=4)
+    assert state_equal(defended, again)
+    assert not state_equal(defended, other)
+    # inputs untouched
+    assert not torch.equal(parameter_vector(unlearned), parameter_vector(defended))
+
+
+# --------------------------------------------------------------------------- pruning
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+@pytest.mark.parametrize("p", [0.7, 0.9])
+def test_pruning_removes_requested_share_of_smallest_weights(p, scope):
+    original, unlearned = _pair()
+    before = parameter_vector(unlearned)
+    defended = D.prune_model(original, unlearned, p, scope=scope)
+    assert D.sparsity(defended) == pytest.approx(p, abs=0.01)
+    assert D.sparsity(unlearned) == 0.0  # input not modified
+    assert torch.equal(parameter_vector(unlearned), before)
+    # the survivors are the large ones: every kept weight is at least as large as every removed one
+    if scope == "global":
+        w_before = torch.cat([m.weight.detach().flatten() for m, _ in D.prunable_weights(unlearned)]).abs()
+        w_after = torch.cat([m.weight.detach().flatten() for m, _ in D.prunable_weights(defended)])
+        kept, removed = w_before[w_after != 0], w_before[w_after == 0]
+        assert float(kept.min()) >= float(removed.max())
+    # a plain model again (no pruning hooks or masks left behind)
+    assert all(not hasattr(m, "weight_mask") for m, _ in D.prunable_weights(defended))
+
+
+# --------------------------------------------------------------------------- fine-tuning / label-only
+
+def test_finetune_changes_the_model_and_needs_data():
+    original, unlearned = _pair()
+    data = _data()
+    defended = D.finetune_model(original, unlearned, 1e-2, data=data, seed=0)
+    assert not state_equal(defended, unlearned)
+    assert float((parameter_vector(defended) - parameter_vector(unlearned)).norm()) > 1e-4
+    assert state_equal(D.finetune_model(original, unlearned, 0.0, data=data), unlearned)
+    with pytest.raises(CourseError, match="additional samples"):
+        D.finetune_model(original, unlearned, 1e-3)
+
+
+def test_label_only_leaves_weights_alone():
+    original, unlearned = _pair()
+    defended = D.apply_defense("label-only", original, unlearned, 1)
+    assert state_equal(defended, unlearned) and defended is not unlearned
+    assert D.get_defense("label-only").api == "labels"
+
+
+# --------------------------------------------------------------------------- errors and registry
+
+@pytest.mark.parametrize("name,strength", [("obfuscation", -0.1), ("obfuscation", float("nan")),
+                                           ("pruning", 1.0), ("pruning", -0.2), ("finetune", -1e-3),
+                                           ("finetune", 5.0), ("label-only", 0.5), ("obfuscation", "x")])
+def test_bad_strength_raises_course_error(name, strength):
+    original, unlearned = _pair()
+    with pytest.raises(CourseError):
+        D.apply_defense(name, original, unlearned, strength, **({"data": _data()} if name == "finetune" else {}))
+
+
+def test_unknown_defense_and_mismatched_models():
+    original, _ = _pair()
+    with pytest.raises(CourseError, match="Choose one of"):
+        D.get_defense("dropout")
+    other = build_model("convnet", (1, 12, 12), 10, width=8)
+    with pytest.raises(CourseError, match="same architecture"):
+        D.obfuscate(original, other, 0.001)
+
+
+def test_registry_has_the_papers_grids():
+    assert D.get_defense("obfuscation").paper_strengths == (0.001, 0.003, 0.005, 0.007)
+    assert D.get_defense("pruning").paper_strengths == (0.7, 0.8, 0.9)
+    assert D.get_defense("finetune").paper_strengths == (1e-4, 5e-4, 1e-3, 5e-3, 1e-2)
+    assert set(D.PARAMETER_DEFENSES) <= set(D.DEFENSES)
+
+
+def test_accuracy_ratio_is_one_for_identical_models_and_drops_for_heavy_pruning():
+    from course_lib.train import prepare_pipeline
+
+    pipe = prepare_pipeline(profile="quick", progress=False)
+    assert D.accuracy_ratio(pipe.deployed, pipe.deployed, pipe.test) == pytest.approx(1.0)
+    pruned = D.prune_model(pipe.deployed, pipe.deployed, 0.95)
+    assert D.accuracy_ratio(pruned, pipe.deployed, pipe.test) < 0.5
