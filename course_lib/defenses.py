@@ -200,13 +200,18 @@ def prune_model(original: nn.Module, unlearned: nn.Module, strength: float, *, s
     if not targets:
         raise CourseError("This model has no conv or linear weights to prune.")
     if p > 0:
+        orders = [list(module._parameters) for module, _ in targets]
         if scope == "global":
             torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured, amount=p)
         else:
             for module, name in targets:
                 torch_prune.l1_unstructured(module, name=name, amount=p)
-        for module, name in targets:
+        for (module, name), order in zip(targets, orders):
             torch_prune.remove(module, name)
+            # prune.remove re-registers the weight after the bias; restore the original order so that
+            # model.parameters() lines up with the undefended model's (the attacks pair them by position)
+            module._parameters = type(module._parameters)((k, module._parameters[k]) for k in order)
+    _check_pair(unlearned, defended)
     defended.eval()
     return defended
 

@@ -100,6 +100,9 @@ def test_pruning_removes_requested_share_of_smallest_weights(p, scope):
         w_after = torch.cat([m.weight.detach().flatten() for m, _ in D.prunable_weights(defended)])
         kept, removed = w_before[w_after != 0], w_before[w_after == 0]
         assert float(kept.min()) >= float(removed.max())
+    # parameters in the same order and shapes as before (the attacks pair them by position)
+    assert [n for n, _ in defended.named_parameters()] == [n for n, _ in unlearned.named_parameters()]
+    assert list(defended.state_dict()) == list(unlearned.state_dict())
     # a plain model again (no pruning hooks or masks left behind)
     assert all(not hasattr(m, "weight_mask") for m, _ in D.prunable_weights(defended))
 
