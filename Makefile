@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 book: $(STAMP)
-	$(BIN)/jupyter-book build book/ --config _config.yml --toc book/_toc.yml --path-output . --all
+	$(BIN)/jupyter-book build book/ --config $(CURDIR)/_config.yml --toc $(CURDIR)/book/_toc.yml --path-output $(CURDIR) --all
 	@test -f _build/html/index.html && echo "The book is in _build/html/index.html"
 
 test: $(STAMP)
