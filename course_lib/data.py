@@ -29,6 +29,7 @@ Kaggle's chest X-ray set and the shared CIFAR-10 copy are laid out).
 from __future__ import annotations
 
 import csv
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -482,9 +483,13 @@ def download(name: str, root: Path | str | None = None) -> Path:
     if spec.embedded:
         return root  # nothing to fetch: it ships inside an installed package
     root.mkdir(parents=True, exist_ok=True)
+    target = root / name
+    existed = target.exists()
     try:
         spec.downloader(root)
     except Exception as exc:  # network errors come in many types (URLError, OSError, RuntimeError)
+        if not existed:  # leave nothing half-downloaded behind
+            shutil.rmtree(target, ignore_errors=True)
         raise DatasetNotAvailableError(
             f"Could not download {name!r} into {root / name}: {type(exc).__name__}: {exc}. "
             "This machine seems to be offline. Run `course-lib data download "

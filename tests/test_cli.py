@@ -32,6 +32,7 @@ def test_download_offline_exits_2_with_advice_and_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "course-lib data download cifar10" in proc.stderr and "internet" in proc.stderr
+    assert not (tmp_path / "cifar10").exists()  # nothing half-downloaded is left behind
 
 
 def test_unknown_dataset_exits_2(capsys):
