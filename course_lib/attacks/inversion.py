@@ -1,0 +1,460 @@
+"""Step 2 of the white-box attack: decode an estimated gradient into samples (eqs. 3-6, chapter 3).
+
+Public API (also used by the defenses of chapter 6)
+---------------------------------------------------
+``InversionConfig``
+    The attack's budget and knobs; ``InversionConfig.for_profile(profile, **overrides)`` gives the
+    settings of the ``quick`` / ``standard`` / ``full`` profile (sizes and iterations only).
+``invert_gradient(model, target_gradient, *, input_shape, num_classes, num_samples=1, labels=None,
+config=None, seed=0) -> InversionResult``
+    Recover ``num_samples`` samples whose summed gradient at ``model`` (theta, the deployed
+    model) points along ``target_gradient`` (the +g estimate of
+    :func:`course_lib.attacks.gradient_estimation.estimate_gradient`). ``labels=None`` means the
+    labels are unknown. The result holds the images ``(K, C, H, W)`` in [0, 1] (or rows
+    ``(K, D)``), the labels used or inferred, the attack loss and the cost.
+``analytic_labels(target_gradient, num_classes, num_samples)``
+    Labels read from the sign of the last layer's bias gradient (iDLG, Zhao et al. 2020).
+
+The algorithm (Section 3.2.1, following Geiping et al.'s "inverting gradients")
+-------------------------------------------------------------------------------
+Dummy inputs x' (and, with unknown labels, a soft label y' = softmax(z)) are optimised so that
+their gradient at theta, eq. (3), points the same way as the target gradient:
+
+    minimise  1 - cos(grad_theta L(f_theta(x'), y'), target)  +  alpha * TV(x')      (eqs. 4-6)
+
+* Adam with step decay (learning rate x ``decay_factor`` at 3/8, 5/8 and 7/8 of the iterations);
+  optionally the **sign** of the gradient is fed to Adam (``signed=True``, as Geiping et al.).
+* After each step x' is projected onto the box [0, 1] (the model sees [0, 1] inputs directly).
+* TV is the anisotropic total variation of eq. (6) averaged over pixel pairs (a mean instead of
+  a sum, so ``tv_weight`` does not depend on the image size); tabular rows get no TV term.
+* ``restarts`` random initialisations are optimised **together in one batch**: ``torch.func.vmap``
+  maps the per-restart loss (which itself takes a ``torch.func.grad`` over the parameters through
+  ``functional_call``) over a leading restart axis, and one backward pass differentiates all of
+  them. ``batched=False`` runs the restarts one after another instead (identical maths; the
+  benchmark ``benchmarks/inversion.py`` compares the two). The restart with the lowest attack
+  loss, evaluated on the final projected inputs, is returned: the attacker never sees the truth.
+* Several removed samples are recovered jointly: x' has shape ``(K, ...)`` and its gradient is the
+  sum over the K dummy samples, as the target is the sum over the removed ones. They come back in
+  no particular order; :func:`course_lib.metrics.match_samples` pairs them for scoring.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+from tqdm.auto import tqdm
+
+from ..config import get_profile
+from ..errors import CourseError, check_choice
+
+
+@dataclass(frozen=True)
+class InversionConfig:
+    """Budget and settings of :func:`invert_gradient`.
+
+    Attributes
+    ----------
+    restarts:
+        Random initialisations optimised together; the best by attack loss is kept.
+    iterations:
+        Adam steps per restart.
+    lr:
+        Adam's initial learning rate (pixels live in [0, 1]).
+    tv_weight:
+        alpha of eq. (4), weight of the mean total variation (ignored for tabular rows).
+    signed:
+        Feed the sign of the gradient to Adam (Geiping et al.), robust to the tiny, badly scaled
+        gradients of a cosine loss.
+    decay_at, decay_factor:
+        Step decay: the learning rate is multiplied by ``decay_factor`` at these fractions of
+        ``iterations``.
+    init:
+        ``"uniform"`` (U[0, 1) pixels) or ``"gray"`` (0.5 plus small noise).
+    label_strategy:
+        With unknown labels: ``"joint"`` optimises a soft label per sample together with x'
+        (the paper's Appendix B, initialised uniform), ``"analytic"`` reads the labels from the
+        last layer's gradient and then treats them as known.
+    batched:
+        ``True`` optimises all restarts in one vmapped batch; ``False`` one after another.
+    prune_at, prune_keep:
+        Successive halving (batched mode only): at each fraction of ``iterations`` in
+        ``prune_at``, keep only the ``prune_keep`` share of restarts with the lowest attack loss
+        (at least one), so many cheap starts buy a better basin for the long refinement.
+    progress:
+        Show a tqdm progress bar.
+    """
+
+    restarts: int = 4
+    iterations: int = 600
+    lr: float = 0.1
+    tv_weight: float = 0.02
+    signed: bool = True
+    decay_at: tuple[float, ...] = (0.375, 0.625, 0.875)
+    decay_factor: float = 0.2
+    init: str = "uniform"
+    label_strategy: str = "joint"
+    batched: bool = True
+    prune_at: tuple[float, ...] = (0.15, 0.3)
+    prune_keep: float = 0.25
+    progress: bool = True
+
+    #: Per-profile budgets: a profile changes only restarts and iterations.
+    PROFILE_BUDGETS = {
+        "quick": {"restarts": 16, "iterations": 300},
+        "standard": {"restarts": 32, "iterations": 600},
+        "full": {"restarts": 128, "iterations": 3000},
+    }
+
+    @classmethod
+    def for_profile(cls, profile: str | None = None, **overrides) -> "InversionConfig":
+        """The configuration of ``profile`` (default: the active profile) with ``overrides`` applied.
+
+        ``overrides`` whose value is ``None`` are ignored, so CLI arguments can be passed through.
+        """
+        name = get_profile(profile).name
+        settings = dict(cls.PROFILE_BUDGETS[name])
+        unknown = set(overrides) - {f for f in cls.__dataclass_fields__}
+        if unknown:
+            raise CourseError(f"Unknown InversionConfig setting(s): {', '.join(sorted(unknown))}.")
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**settings).validated()
+
+    def validated(self) -> "InversionConfig":
+        """Return ``self`` after checking every setting (raises :class:`CourseError`)."""
+        if self.restarts < 1:
+            raise CourseError(f"restarts must be at least 1; got {self.restarts}.")
+        if self.iterations < 1:
+            raise CourseError(f"iterations must be at least 1; got {self.iterations}.")
+        if self.lr <= 0:
+            raise CourseError(f"The learning rate must be positive; got {self.lr}.")
+        if self.tv_weight < 0:
+            raise CourseError(f"tv_weight must be >= 0; got {self.tv_weight}.")
+        check_choice(self.init, ("uniform", "gray"), "initialisation")
+        check_choice(self.label_strategy, ("joint", "analytic"), "label strategy")
+        if not 0 < self.prune_keep <= 1:
+            raise CourseError(f"prune_keep must lie in (0, 1]; got {self.prune_keep}.")
+        return self
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["decay_at"] = list(self.decay_at)
+        d["prune_at"] = list(self.prune_at)
+        return d
+
+
+@dataclass
+class InversionResult:
+    """What :func:`invert_gradient` recovered, and what it cost.
+
+    Attributes
+    ----------
+    images:
+        ``(K, C, H, W)`` (or ``(K, D)``) in [0, 1], from the restart with the lowest attack loss.
+    labels:
+        ``(K,)`` labels used (known) or inferred (unknown: argmax of the optimised soft label, or
+        the analytic label).
+    loss:
+        Attack loss (1 - cosine + alpha TV) of the returned restart.
+    cosine:
+        Cosine between its gradient and the target.
+    restart_losses:
+        Final attack loss of every restart.
+    all_images:
+        ``(R, K, ...)``: the final inputs of every restart.
+    analytic_labels:
+        ``(K,)`` labels read from the last layer's gradient (always computed, for comparison).
+    label_known:
+        Whether the labels were given.
+    cost:
+        ``iterations`` (per restart), ``restarts``, ``seconds``, ``iterations_per_second``,
+        ``restart_iterations_per_second`` and ``batched``.
+    history:
+        Attack loss of the best restart every ``iterations // 50`` steps, for plotting.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    loss: float
+    cosine: float
+    restart_losses: list[float]
+    all_images: torch.Tensor
+    analytic_labels: torch.Tensor
+    label_known: bool
+    cost: dict
+    history: list[tuple[int, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"labels": self.labels.tolist(), "loss": self.loss, "cosine": self.cosine,
+                "restart_losses": self.restart_losses, "analytic_labels": self.analytic_labels.tolist(),
+                "label_known": self.label_known, "cost": dict(self.cost)}
+
+
+# --------------------------------------------------------------------------- pieces
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Mean anisotropic total variation of eq. (6) of images ``(..., C, H, W)``: one value per image.
+
+    ``mean |x[..., i+1, j] - x[..., i, j]| + mean |x[..., i, j+1] - x[..., i, j]|`` over channels and
+    pixel pairs. Chapter 3's first exercise asks the learner to write it.
+    """
+    dh = (x[..., 1:, :] - x[..., :-1, :]).abs().mean(dim=(-3, -2, -1))
+    dw = (x[..., :, 1:] - x[..., :, :-1]).abs().mean(dim=(-3, -2, -1))
+    return dh + dw
+
+
+def cosine_loss(gradient: torch.Tensor, target_unit: torch.Tensor) -> torch.Tensor:
+    """``1 - cos(gradient, target)`` for a flat gradient and a unit-norm target (eq. 5)."""
+    return 1.0 - gradient @ target_unit / (gradient.norm() + 1e-20)
+
+
+def _last_layer_signal(target: Sequence[torch.Tensor], num_classes: int) -> torch.Tensor:
+    """The per-class last-layer gradient: the bias if there is one, else the weight's row sums."""
+    for g in reversed(list(target)):
+        if tuple(g.shape) == (num_classes,):
+            return g.detach().double().cpu()
+        if g.ndim == 2 and g.shape[0] == num_classes:
+            return g.detach().double().cpu().sum(dim=1)
+    raise CourseError("Cannot find the classifier's last layer in the target gradient "
+                      f"(no parameter with {num_classes} output rows); pass the labels explicitly.")
+
+
+def analytic_labels(target_gradient: Sequence[torch.Tensor], num_classes: int, num_samples: int = 1) -> torch.Tensor:
+    """Labels read from the last layer's gradient (iDLG for one sample; a sign heuristic for several).
+
+    For cross-entropy, the last bias's gradient of one sample is ``softmax - onehot``: negative only
+    at the true class. ``target_gradient`` must point along +g (``estimate_gradient``). For K
+    samples, the classes with a negative entry are the labels present; when there are fewer such
+    classes than K, the remaining slots repeat the most negative classes in turn.
+    Returns ``(num_samples,)`` int64.
+    """
+    signal = _last_layer_signal(target_gradient, num_classes)
+    order = torch.argsort(signal)  # most negative first
+    negative = [int(c) for c in order if signal[c] < 0] or [int(order[0])]
+    labels = [negative[i % len(negative)] for i in range(num_samples)]
+    return torch.tensor(labels, dtype=torch.long)
+
+
+def _attack_model(model: nn.Module) -> nn.Module:
+    """A float32 eval-mode copy of ``model`` if it is stored in another precision, else ``model``."""
+    p = next(model.parameters())
+    if p.dtype == torch.float32:
+        return model.eval()
+    import copy
+
+    return copy.deepcopy(model).float().eval()
+
+
+def _per_restart_loss(model: nn.Module, params: dict, buffers: dict, target_unit: torch.Tensor,
+                      tv_weight: float, image: bool) -> Callable:
+    """The attack loss of one restart, ``f(x (K, ...), y_soft (K, classes)) -> scalar``."""
+    names = list(params)
+
+    def loss(x: torch.Tensor, y_soft: torch.Tensor) -> torch.Tensor:
+        def ce(p):
+            out = functional_call(model, (p, buffers), (x,))
+            return -(y_soft * F.log_softmax(out, dim=-1)).sum()
+
+        g = grad(ce)(params)
+        flat = torch.cat([g[n].reshape(-1) for n in names])
+        value = cosine_loss(flat, target_unit)
+        if image and tv_weight > 0:
+            value = value + tv_weight * total_variation(x).mean()
+        return value
+
+    return loss
+
+
+def _init_inputs(shape: tuple[int, ...], init: str, gen: torch.Generator) -> torch.Tensor:
+    if init == "uniform":
+        return torch.rand(shape, generator=gen)
+    return (0.5 + 0.05 * torch.randn(shape, generator=gen)).clamp_(0, 1)
+
+
+def _optimise(loss_fn: Callable, x: torch.Tensor, z: torch.Tensor | None, y_fixed: torch.Tensor | None,
+              config: InversionConfig, bar, vmapped: bool, monitor: Callable | None, offset: int):
+    """Run Adam on ``x`` (R, K, ...) (and label logits ``z``).
+
+    Returns ``(x, z, y_fixed, history, restart_iterations)``: the final leaves (fewer restarts
+    when pruning), the best loss every few steps and the number of restart-iterations spent.
+    """
+    x = x.detach().clone().requires_grad_(True)
+    z = z.detach().clone() if z is not None else None
+    leaves = [x] + ([z.requires_grad_(True)] if z is not None else [])
+    opt = torch.optim.Adam(leaves, lr=config.lr)
+    milestones = sorted({int(f * config.iterations) for f in config.decay_at if 0 < f < 1})
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=config.decay_factor)
+    batched_loss = vmap(loss_fn) if vmapped else None
+    history = []
+    spent = 0
+    every = max(1, config.iterations // 50)
+    prune_steps = {int(f * config.iterations) for f in config.prune_at if 0 < f < 1} if vmapped else set()
+    for it in range(config.iterations):
+        if it in prune_steps and x.shape[0] > 1:
+            x, z, y_fixed, opt = _prune(x, z, y_fixed, opt, losses.detach(), config.prune_keep)
+            leaves = [x] + ([z] if z is not None else [])
+            sched.optimizer = opt
+        y = F.softmax(z, dim=-1) if z is not None else y_fixed
+        if vmapped:
+            losses = batched_loss(x, y)
+        else:
+            losses = loss_fn(x[0], y[0]).reshape(1)
+        grads = torch.autograd.grad(losses.sum(), leaves)
+        for leaf, g in zip(leaves, grads):
+            leaf.grad = g.sign() if config.signed else g
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            x.clamp_(0.0, 1.0)
+        if it % every == 0 or it == config.iterations - 1:
+            history.append((it, float(losses.detach().min())))
+        if monitor is not None:
+            monitor(offset, it, x.detach())
+        spent += x.shape[0]
+        if bar is not None:
+            bar.update(x.shape[0])
+    return x.detach(), (z.detach() if z is not None else None), y_fixed, history, spent
+
+
+def _prune(x, z, y_fixed, opt, losses, keep: float):
+    """Keep the best ``keep`` share of restarts (lowest loss) and their Adam state."""
+    n = max(1, int(round(keep * x.shape[0])))
+    idx = torch.argsort(losses)[:n].to(x.device)
+    new_leaves = [x.detach()[idx].clone().requires_grad_(True)]
+    if z is not None:
+        new_leaves.append(z.detach()[idx].clone().requires_grad_(True))
+    new_opt = torch.optim.Adam(new_leaves, lr=opt.param_groups[0]["lr"])
+    new_opt.param_groups[0]["initial_lr"] = opt.param_groups[0].get("initial_lr", opt.param_groups[0]["lr"])
+    for old, new in zip(opt.param_groups[0]["params"], new_leaves):
+        state = opt.state.get(old, {})
+        if state:
+            new_opt.state[new] = {"step": state["step"].clone(), "exp_avg": state["exp_avg"][idx].clone(),
+                                  "exp_avg_sq": state["exp_avg_sq"][idx].clone()}
+    y_new = y_fixed[idx] if y_fixed is not None else None
+    return new_leaves[0], (new_leaves[1] if z is not None else None), y_new, new_opt
+
+
+def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *, input_shape: Sequence[int],
+                    num_classes: int, num_samples: int = 1, labels: Sequence[int] | torch.Tensor | None = None,
+                    config: InversionConfig | None = None, seed: int = 0,
+                    monitor: Callable[[int, int, torch.Tensor], None] | None = None) -> InversionResult:
+    """Recover samples from a (estimated) gradient by cosine matching, eqs. (3)-(6).
+
+    Parameters
+    ----------
+    model:
+        theta, the deployed model M (the gradient of the dummy samples is taken here). Used in
+        eval mode; a float64 model is copied to float32 for the optimisation.
+    target_gradient:
+        One tensor per parameter of ``model``, pointing along +g (``estimate_gradient``); any scale.
+    input_shape:
+        Shape of one sample, ``(C, H, W)`` or ``(D,)``.
+    num_classes:
+        Number of classes of the classifier.
+    num_samples:
+        K, the number of removed samples recovered jointly.
+    labels:
+        ``(K,)`` true labels (known-label attack), or ``None`` (unknown: see ``config.label_strategy``).
+    config:
+        :class:`InversionConfig` (default: the active profile's).
+    seed:
+        Seeds the random initialisations.
+    monitor:
+        Optional ``monitor(restart_offset, iteration, x)`` called after every step with the current
+        inputs ``(R, K, ...)`` (the benchmark uses it to time when a PSNR threshold is reached).
+
+    Returns
+    -------
+    :class:`InversionResult`. Used by chapter 3, the ``recover`` command and chapter 6.
+    """
+    config = (config or InversionConfig.for_profile()).validated()
+    model = _attack_model(model)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+    target = list(target_gradient)
+    if len(target) != len(params) or any(tuple(t.shape) != tuple(p.shape) for t, p in zip(target, params.values())):
+        raise CourseError("The target gradient does not match the model's parameters (count or shapes differ): "
+                          "estimate it from this model and its unlearned version.")
+    flat = torch.cat([torch.as_tensor(t).detach().reshape(-1).cpu().double() for t in target])
+    norm = float(flat.norm())
+    if not norm > 0:
+        raise CourseError("The target gradient is zero: the two models are identical, so there is nothing "
+                          "to invert (did unlearning change the model?).")
+    device = next(model.parameters()).device
+    target_unit = (flat / norm).float().to(device)
+    if num_samples < 1:
+        raise CourseError(f"num_samples must be at least 1; got {num_samples}.")
+    input_shape = tuple(int(s) for s in input_shape)
+    image = len(input_shape) == 3
+    found = analytic_labels(target, num_classes, num_samples)
+    label_known = labels is not None
+    if label_known:
+        labels_t = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+        if len(labels_t) != num_samples:
+            raise CourseError(f"Got {len(labels_t)} labels for {num_samples} samples.")
+        if int(labels_t.min()) < 0 or int(labels_t.max()) >= num_classes:
+            raise CourseError(f"Labels must lie in 0..{num_classes - 1}.")
+    elif config.label_strategy == "analytic":
+        labels_t = found
+    else:
+        labels_t = None
+
+    R, K = config.restarts, num_samples
+    gen = torch.Generator().manual_seed(int(seed))
+    x = _init_inputs((R, K) + input_shape, config.init, gen).to(device)
+    if labels_t is not None:
+        y_fixed = F.one_hot(labels_t, num_classes).float().to(device).expand(R, K, num_classes).contiguous()
+        z = None
+    else:
+        y_fixed = None
+        z = torch.zeros(R, K, num_classes, device=device)  # uniform soft label, as in Appendix B
+
+    loss_fn = _per_restart_loss(model, params, buffers, target_unit, config.tv_weight, image)
+    bar = tqdm(total=R * config.iterations, desc=f"inversion ({R} restart{'s' if R > 1 else ''}"
+               f"{', batched' if config.batched and R > 1 else ''})", unit="restart-it",
+               disable=not config.progress, leave=False)
+    start = time.perf_counter()
+    if config.batched:
+        x, z, y_fixed, history, spent = _optimise(loss_fn, x, z, y_fixed, config, bar, True, monitor, 0)
+    else:
+        history, spent = [], 0
+        parts_x, parts_z = [], []
+        for r in range(R):
+            zr = z[r:r + 1] if z is not None else None
+            yr = y_fixed[r:r + 1] if y_fixed is not None else None
+            xr, zr, _, h, n = _optimise(loss_fn, x[r:r + 1], zr, yr, config, bar, False, monitor, r)
+            history, spent = history or h, spent + n
+            parts_x.append(xr)
+            if zr is not None:
+                parts_z.append(zr)
+        x = torch.cat(parts_x)
+        z = torch.cat(parts_z) if z is not None else None
+    seconds = time.perf_counter() - start
+    bar.close()
+
+    x = x.detach()
+    y_final = F.softmax(z.detach(), dim=-1) if z is not None else y_fixed
+    # score every restart on its final, projected input (no ground truth involved)
+    final = torch.stack([loss_fn(x[r], y_final[r]).detach() for r in range(x.shape[0])])
+    best = int(torch.argmin(final))
+    if z is not None:
+        labels_out = z[best].argmax(dim=-1).cpu()
+    else:
+        labels_out = labels_t.cpu()
+    tv_part = config.tv_weight * float(total_variation(x[best]).mean()) if image and config.tv_weight > 0 else 0.0
+    cost = {"iterations": config.iterations, "restarts": R, "restart_iterations": spent, "seconds": seconds,
+            "iterations_per_second": config.iterations / seconds if seconds > 0 else float("inf"),
+            "restart_iterations_per_second": spent / seconds if seconds > 0 else float("inf"),
+            "batched": config.batched, "device": str(device)}
+    return InversionResult(images=x[best].cpu(), labels=labels_out, loss=float(final[best]),
+                           cosine=1.0 - (float(final[best]) - tv_part), restart_losses=final.cpu().tolist(),
+                           all_images=x.cpu(), analytic_labels=found, label_known=label_known, cost=cost,
+                           history=history)
+
+
+__all__ = ["InversionConfig", "InversionResult", "invert_gradient", "analytic_labels", "total_variation",
+           "cosine_loss"]
