@@ -1,0 +1,296 @@
+"""Label inference through a label-only API (beyond the paper; chapter 4).
+
+Section 8 of the inversion paper suggests, as a defense, that the server answer with the predicted
+label only. This module attacks such a server. The attacker never sees a probability:
+
+1. **Seeds.** Query ``seed_pool`` random inputs (Gaussian noise drawn at a random resolution
+   between 2x2 and the image size, upsampled bilinearly, with a random mean and contrast, clipped to
+   [0, 1]) and keep up to ``seeds_per_class`` inputs that the original model labels with each class.
+2. **Boundary probes.** For each seed x_a (label a) and ``pairs_per_seed`` partners x_b with another
+   label, binary-search the segment x_a -> x_b (``bisection_steps`` label queries) for the point
+   where the label first changes. The search keeps two points a hair apart
+   (``2**-bisection_steps`` of the segment): ``x_in`` still labelled a, ``x_out`` labelled b' != a.
+   Both are boundary probes: ``x_in`` belongs to class a, ``x_out`` to class b'.
+3. **Flip shares.** After unlearning, query every boundary probe once on the unlearned model. A
+   probe of class k *flips* when the unlearned model no longer labels it k. Unlearning class c
+   shrinks the region of c, so the probes of c sitting on its border flip, while the borders
+   between two untouched classes move in no preferred direction. The score of class k is the share
+   of its boundary probes that flip; the inferred class is the argmax (top-K for K classes), the
+   label-only analogue of eq. (11).
+
+Public API
+----------
+``LabelOnlyConfig.for_profile(profile, **overrides)``
+``build_boundary_probes(api, *, num_classes, input_shape, config, seed)`` -> :class:`BoundaryProbes`
+``probe_unlearned_labels(original_api, unlearned_api, probes, *, k=1)`` -> :class:`LabelOnlyInference`
+``infer_label_only(original, unlearned, probes, *, k=1)``   same from two ``nn.Module`` s (wrapped
+                                                            in ``BlackBoxAPI(output="labels")``)
+
+Only :class:`~course_lib.attacks.blackbox.BlackBoxAPI` objects with ``output="labels"`` are used.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..config import get_profile
+from ..errors import CourseError
+from .blackbox import BlackBoxAPI
+from .probing import top_k_classes
+
+
+@dataclass(frozen=True)
+class LabelOnlyConfig:
+    """Budget of the label-only attack.
+
+    Attributes
+    ----------
+    seed_pool:
+        Random inputs queried to find seeds of every class.
+    seeds_per_class:
+        Seeds kept per class.
+    pairs_per_seed:
+        Partners (seeds of other classes) per seed; each pair gives one boundary.
+    bisection_steps:
+        Label queries per boundary; the two boundary points end ``2**-steps`` of the segment apart.
+    """
+
+    seed_pool: int = 2000
+    seeds_per_class: int = 10
+    pairs_per_seed: int = 9
+    bisection_steps: int = 20
+
+    @classmethod
+    def for_profile(cls, profile: str | None = None, **overrides) -> "LabelOnlyConfig":
+        name = get_profile(profile).name
+        base = {
+            "quick": dict(seed_pool=2000, seeds_per_class=5, pairs_per_seed=9),
+            "standard": dict(seed_pool=4000, seeds_per_class=10, pairs_per_seed=9),
+            "full": dict(seed_pool=20000, seeds_per_class=20, pairs_per_seed=18),
+        }[name]
+        cfg = cls(**base)
+        return replace(cfg, **overrides) if overrides else cfg
+
+    def validate(self) -> "LabelOnlyConfig":
+        for name in ("seed_pool", "seeds_per_class", "pairs_per_seed", "bisection_steps"):
+            if getattr(self, name) < 1:
+                raise CourseError(f"{name} must be at least 1; got {getattr(self, name)}.")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class BoundaryProbes:
+    """Boundary probes found with label queries only.
+
+    Attributes
+    ----------
+    x:
+        Probes ``(P, *input_shape)`` in [0, 1] (each boundary contributes an inside and an outside point).
+    label:
+        The original model's label of each probe, int64 ``(P,)``.
+    pair:
+        Index of the boundary each probe belongs to, ``(P,)``.
+    seed_classes:
+        Classes for which seeds were found (a class without seeds cannot be scored).
+    queries:
+        Label queries spent: ``{"seeds": ..., "bisection": ...}``.
+    """
+
+    x: torch.Tensor
+    label: torch.Tensor
+    pair: torch.Tensor
+    num_classes: int
+    seed_classes: list[int]
+    queries: dict
+    seconds: float
+    config: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+    def counts(self) -> list[int]:
+        """Boundary probes per class."""
+        return torch.bincount(self.label, minlength=self.num_classes).tolist()
+
+    def summary(self) -> dict:
+        return {"probes": len(self), "per_class": self.counts(), "seed_classes": list(self.seed_classes),
+                "queries": dict(self.queries), "queries_total": int(sum(self.queries.values())),
+                "seconds": round(self.seconds, 2)}
+
+
+@dataclass
+class LabelOnlyInference:
+    """Outcome of the label-only attack: per-class flip shares and the inferred class(es)."""
+
+    flip_share: torch.Tensor
+    counts: list[int]
+    inferred: list[int]
+    queries: dict
+    seconds: float
+
+    @property
+    def beta(self) -> torch.Tensor:
+        """The score that plays beta's role (eq. 10): the flip share of each class."""
+        return self.flip_share
+
+    def to_dict(self) -> dict:
+        return {"inferred": list(self.inferred), "flip_share": [float(v) for v in self.flip_share],
+                "counts": list(self.counts), "queries": dict(self.queries), "seconds": round(self.seconds, 3)}
+
+
+def random_inputs(n: int, input_shape, gen: torch.Generator) -> torch.Tensor:
+    """Structured random inputs: Gaussian noise at a random resolution, upsampled, random mean/contrast."""
+    shape = tuple(input_shape)
+    if len(shape) != 3:
+        mean = torch.rand((n, 1), generator=gen)
+        std = 0.5 * torch.rand((n, 1), generator=gen)
+        return (mean + std * torch.randn((n, *shape), generator=gen)).clamp(0, 1)
+    c, h, w = shape
+    out = torch.empty((n, c, h, w))
+    sides = torch.randint(2, max(h, w) + 1, (n,), generator=gen)
+    for side in sides.unique().tolist():
+        rows = torch.nonzero(sides == side).flatten()
+        z = torch.randn((len(rows), c, min(side, h), min(side, w)), generator=gen)
+        out[rows] = F.interpolate(z, size=(h, w), mode="bilinear", align_corners=False)
+    mean = torch.rand((n, 1, 1, 1), generator=gen)
+    std = 0.6 * torch.rand((n, 1, 1, 1), generator=gen)
+    return (mean + std * out).clamp(0, 1)
+
+
+def _bisect(api: BlackBoxAPI, xa: torch.Tensor, xb: torch.Tensor, la: torch.Tensor, steps: int):
+    """Batched binary search on segments ``xa -> xb`` for the first change of label away from ``la``."""
+    n = xa.shape[0]
+    lo = torch.zeros(n, dtype=torch.float64)
+    hi = torch.ones(n, dtype=torch.float64)
+    view = (-1,) + (1,) * (xa.ndim - 1)
+    diff = (xb - xa).double()
+    label_hi = torch.full((n,), -1, dtype=torch.long)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lab = api.query((xa.double() + mid.view(view) * diff).float())
+        same = lab == la
+        lo = torch.where(same, mid, lo)
+        hi = torch.where(same, hi, mid)
+        label_hi = torch.where(same, label_hi, lab)
+    x_in = (xa.double() + lo.view(view) * diff).float()
+    x_out = (xa.double() + hi.view(view) * diff).float()
+    return x_in, x_out, label_hi
+
+
+def build_boundary_probes(api: BlackBoxAPI, *, num_classes: int, input_shape, config: LabelOnlyConfig | None = None,
+                          seed: int = 0, progress: bool = True) -> BoundaryProbes:
+    """Find seeds of every class and boundary probes between them, with label queries only.
+
+    Parameters
+    ----------
+    api:
+        The original model behind ``BlackBoxAPI(output="labels")`` (a probability API works too;
+        only its argmax is used).
+    num_classes, input_shape:
+        Public facts about the task.
+    config:
+        :class:`LabelOnlyConfig` (default: the profile's).
+
+    Used by chapter 4 and chapter 6.
+    """
+    if not isinstance(api, BlackBoxAPI):
+        raise CourseError("build_boundary_probes needs a BlackBoxAPI: the attacker only has query access.")
+    cfg = (config or LabelOnlyConfig.for_profile()).validate()
+    input_shape = tuple(int(s) for s in input_shape)
+    gen = torch.Generator().manual_seed(int(seed))
+    start = time.perf_counter()
+
+    def labels_of(x):
+        out = api.query(x)
+        return out.argmax(1) if out.ndim == 2 else out
+
+    q0 = api.queries
+    pool = random_inputs(cfg.seed_pool, input_shape, gen)
+    pool_labels = labels_of(pool)
+    seeds, seed_labels = [], []
+    for c in range(num_classes):
+        idx = torch.nonzero(pool_labels == c).flatten()[:cfg.seeds_per_class]
+        seeds.append(pool[idx])
+        seed_labels.append(torch.full((len(idx),), c, dtype=torch.long))
+    seeds_x, seeds_y = torch.cat(seeds), torch.cat(seed_labels)
+    seed_classes = sorted(set(seeds_y.tolist()))
+    q_seeds = api.queries - q0
+    if len(seed_classes) < 2:
+        raise CourseError("The random inputs all received the same label, so no class boundary can be "
+                          "found; raise seed_pool.")
+
+    # pairs: every seed with `pairs_per_seed` partners of other labels, cycling through the classes
+    a_idx, b_idx = [], []
+    for i in range(len(seeds_y)):
+        others = torch.nonzero(seeds_y != seeds_y[i]).flatten()
+        perm = others[torch.randperm(len(others), generator=gen)]
+        # prefer one partner per other class first, so every class pair is represented
+        order = sorted(range(len(perm)), key=lambda j: (sum(int(seeds_y[perm[q]] == seeds_y[perm[j]])
+                                                              for q in range(j)), j))
+        for j in order[:cfg.pairs_per_seed]:
+            a_idx.append(i)
+            b_idx.append(int(perm[j]))
+    a_idx_t, b_idx_t = torch.tensor(a_idx), torch.tensor(b_idx)
+    q1 = api.queries
+    bar = tqdm(total=1, desc="boundary probes (label-only)", disable=not progress, leave=False)
+    x_in, x_out, label_out = _bisect(api, seeds_x[a_idx_t], seeds_x[b_idx_t], seeds_y[a_idx_t], cfg.bisection_steps)
+    bar.update(1)
+    bar.close()
+    q_bis = api.queries - q1
+    n = len(a_idx)
+    x = torch.cat([x_in, x_out])
+    label = torch.cat([seeds_y[a_idx_t], label_out])
+    pair = torch.arange(n).repeat(2)
+    keep = label >= 0  # a bisection whose far end never left class a has no outside point
+    return BoundaryProbes(x=x[keep], label=label[keep], pair=pair[keep], num_classes=num_classes,
+                          seed_classes=seed_classes, queries={"seeds": q_seeds, "bisection": q_bis},
+                          seconds=time.perf_counter() - start, config=cfg.to_dict())
+
+
+def probe_unlearned_labels(original_api: BlackBoxAPI, unlearned_api: BlackBoxAPI, probes: BoundaryProbes, *,
+                           k: int = 1) -> LabelOnlyInference:
+    """Query the boundary probes on both label APIs; the class whose probes flip most was unlearned.
+
+    The original labels are queried again (they equal ``probes.label`` for an unchanged original
+    API). A class without boundary probes scores 0. Attack code: sees only the two APIs.
+
+    Used by chapter 4 and chapter 6.
+    """
+    for api in (original_api, unlearned_api):
+        if not isinstance(api, BlackBoxAPI):
+            raise CourseError("probe_unlearned_labels needs BlackBoxAPI objects (query access only).")
+    start = time.perf_counter()
+    q0, q1 = original_api.queries, unlearned_api.queries
+
+    def labels_of(api, x):
+        out = api.query(x)
+        return out.argmax(1) if out.ndim == 2 else out
+
+    before = labels_of(original_api, probes.x)
+    after = labels_of(unlearned_api, probes.x)
+    flipped = (after != before).double()
+    counts = torch.bincount(before, minlength=probes.num_classes)
+    flips = torch.bincount(before, weights=flipped, minlength=probes.num_classes)
+    share = torch.where(counts > 0, flips / counts.clamp_min(1), torch.zeros_like(flips))
+    return LabelOnlyInference(flip_share=share, counts=counts.tolist(), inferred=top_k_classes(share, k),
+                              queries={"original": original_api.queries - q0,
+                                       "unlearned": unlearned_api.queries - q1},
+                              seconds=time.perf_counter() - start)
+
+
+def infer_label_only(original, unlearned, probes: BoundaryProbes, *, k: int = 1) -> LabelOnlyInference:
+    """Developer-side convenience: wrap two models in label-only APIs and run the label-only attack.
+
+    Used by chapter 4 and chapter 6.
+    """
+    def as_api(obj, name):
+        return obj if isinstance(obj, BlackBoxAPI) else BlackBoxAPI(obj, "labels", name=name)
+
+    return probe_unlearned_labels(as_api(original, "original"), as_api(unlearned, "unlearned"), probes, k=k)

@@ -1,0 +1,102 @@
+"""Label inference by probing (chapter 4): black-box API, ZOO/NES probes, eqs. 9-11, label-only, CLI."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from course_lib.attacks.blackbox import BlackBoxAPI
+from course_lib.attacks.label_only import LabelOnlyConfig, build_boundary_probes, infer_label_only
+from course_lib.attacks.probing import (ProbeConfig, build_probes, confidence_drop, infer_unlearned_label,
+                                        margin_loss, probe_unlearned, top_k_classes)
+from course_lib.cli import main
+from course_lib.errors import CourseError
+
+
+def tiny_model(seed=0, classes=4, side=6):
+    """A small fixed ConvNet-free classifier on 1 x side x side inputs (fast to query)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(side * side, 16), nn.Tanh(), nn.Linear(16, classes))
+    with torch.no_grad():
+        model[3].weight.mul_(15.0)
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- the black-box API
+
+def test_api_counts_queries_and_hides_the_model():
+    model = tiny_model()
+    api = BlackBoxAPI(model, "probs")
+    out = api.query(torch.rand(5, 1, 6, 6))
+    assert out.shape == (5, 4) and out.dtype == torch.float64
+    assert torch.allclose(out.sum(1), torch.ones(5, dtype=torch.float64))
+    api.query(torch.rand(1, 6, 6))  # one sample without the batch axis
+    assert api.queries == 6
+    assert not any(isinstance(v, nn.Module) for k, v in vars(api).items() if not k.startswith("_BlackBoxAPI"))
+    assert not hasattr(api, "model") and not hasattr(api, "parameters")
+    labels = BlackBoxAPI(model, "labels")
+    lab = labels.query(torch.rand(3, 1, 6, 6))
+    assert lab.dtype == torch.long and lab.shape == (3,) and labels.queries == 3
+
+
+def test_api_rejects_wrong_shapes_and_outputs():
+    api = BlackBoxAPI(tiny_model(), "probs", input_shape=(1, 6, 6))
+    with pytest.raises(CourseError, match="shape"):
+        api.query(torch.rand(2, 1, 5, 5))
+    with pytest.raises(CourseError, match="Unknown API output"):
+        BlackBoxAPI(tiny_model(), "logits")
+    with pytest.raises(CourseError, match="NaN"):
+        api.query(torch.full((1, 1, 6, 6), float("nan")))
+
+
+# --------------------------------------------------------------------------- eqs. 8-11
+
+def test_margin_loss_from_probabilities_equals_the_logit_margin():
+    logits = torch.randn(7, 5, dtype=torch.float64) * 3
+    target = torch.randint(0, 5, (7,))
+    probs = torch.softmax(logits, 1)
+    others = logits.scatter(1, target.view(-1, 1), float("-inf")).max(1).values
+    expected = others - logits.gather(1, target.view(-1, 1)).squeeze(1)
+    assert torch.allclose(margin_loss(probs, target), expected, atol=1e-9)
+
+
+def test_confidence_drop_and_top_k_follow_eqs_9_to_11():
+    target = torch.tensor([0, 0, 1, 1, 2, 2])
+    before = torch.full((6, 3), 0.0, dtype=torch.float64)
+    before[torch.arange(6), target] = 1.0
+    after = before.clone()
+    after[2:4, 1] = 0.7  # the class-1 probes lose 0.3 of their confidence
+    after[4, 2] = 0.9
+    delta = confidence_drop(before, after, target, 3)
+    beta = torch.diagonal(delta)
+    assert torch.allclose(beta, torch.tensor([0.0, 0.3, 0.05], dtype=torch.float64))
+    assert top_k_classes(beta, 1) == [1] and top_k_classes(beta, 2) == [1, 2]
+    with pytest.raises(CourseError):
+        top_k_classes(beta, 4)
+
+
+# --------------------------------------------------------------------------- probe construction
+
+@pytest.mark.parametrize("method", ["zoo", "nes"])
+def test_probes_reach_the_confidence_target_through_queries_only(method):
+    api = BlackBoxAPI(tiny_model(), "probs")
+    cfg = ProbeConfig.for_profile("quick", max_queries=30_000, zoo_coordinates=16, nes_resolution=6)
+    probes = build_probes(api, num_classes=4, input_shape=(1, 6, 6), probes_per_class=2, method=method,
+                          config=cfg, seed=0, progress=False)
+    assert len(probes) == 8 and probes.target.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert bool(probes.reached.all()), probes.summary()
+    assert (probes.confidence >= 1 - 1e-3).all()
+    assert float(probes.x.min()) >= 0.0 and float(probes.x.max()) <= 1.0
+    # every query went through the API and was counted per probe
+    assert int(probes.queries.sum()) == api.queries
+    # the recorded prediction vectors are the model's own on the final probes
+    assert torch.allclose(probes.probs, BlackBoxAPI(tiny_model(), "probs").query(probes.x))
+
+
+def test_probe_construction_refuses_a_label_only_api():
+    with pytest.raises(CourseError, match="labels only"):
+        build_probes(BlackBoxAPI(tiny_model(), "labels"), num_classes=4, input_shape=(1, 6, 6), probes_per_class=1)
+    with pytest.raises(CourseError, match="BlackBoxAPI"):
+        build_probes(tiny_model(), num_classes=4, input_shape=(1, 6, 6), probes_per_class=1)
