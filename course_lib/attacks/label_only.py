@@ -57,12 +57,16 @@ class LabelOnlyConfig:
         Partners (seeds of other classes) per seed; each pair gives one boundary.
     bisection_steps:
         Label queries per boundary; the two boundary points end ``2**-steps`` of the segment apart.
+    offset:
+        Distance (L2, pixel units) by which each boundary probe is moved off the boundary into its
+        own class; only boundaries that move further than this flip a probe. ``0``: on the boundary.
     """
 
     seed_pool: int = 2000
     seeds_per_class: int = 10
     pairs_per_seed: int = 9
     bisection_steps: int = 20
+    offset: float = 0.1
 
     @classmethod
     def for_profile(cls, profile: str | None = None, **overrides) -> "LabelOnlyConfig":
@@ -145,8 +149,32 @@ class LabelOnlyInference:
                 "counts": list(self.counts), "queries": dict(self.queries), "seconds": round(self.seconds, 3)}
 
 
+def _strokes(n: int, h: int, w: int, gen: torch.Generator, max_strokes: int = 5) -> torch.Tensor:
+    """``n`` images ``(n, h, w)`` of 1 to ``max_strokes`` random soft line segments (values in [0, 1])."""
+    k = max_strokes
+    p0 = torch.rand((n, k, 2), generator=gen)
+    p1 = (p0 + 1.2 * (torch.rand((n, k, 2), generator=gen) - 0.5)).clamp(0.1, 0.9)
+    p0 = p0.clamp(0.1, 0.9)
+    width = 0.025 + 0.03 * torch.rand((n, k, 1, 1), generator=gen)
+    used = torch.arange(k).view(1, k) < torch.randint(1, k + 1, (n, 1), generator=gen)
+    ys = torch.linspace(0, 1, h).view(h, 1).expand(h, w)
+    xs = torch.linspace(0, 1, w).view(1, w).expand(h, w)
+    grid = torch.stack([ys, xs], -1).view(1, 1, h, w, 2)
+    a, b = p0.view(n, k, 1, 1, 2), p1.view(n, k, 1, 1, 2)
+    ab = b - a
+    t = (((grid - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-8)).clamp(0, 1)
+    dist2 = ((a + t.unsqueeze(-1) * ab - grid) ** 2).sum(-1)
+    ink = torch.exp(-dist2 / (2 * width ** 2)) * used.view(n, k, 1, 1)
+    return ink.max(dim=1).values
+
+
 def random_inputs(n: int, input_shape, gen: torch.Generator) -> torch.Tensor:
-    """Structured random inputs: Gaussian noise at a random resolution, upsampled, random mean/contrast."""
+    """Data-free random inputs in [0, 1]: half smooth noise, half random strokes.
+
+    Smooth noise: Gaussian noise drawn at a random resolution between 2x2 and the image size,
+    upsampled bilinearly, with a random mean and contrast. Strokes: 1-5 soft random line segments
+    of random intensity on a random background (for images only). Rows ``(n, *input_shape)``.
+    """
     shape = tuple(input_shape)
     if len(shape) != 3:
         mean = torch.rand((n, 1), generator=gen)
@@ -161,7 +189,14 @@ def random_inputs(n: int, input_shape, gen: torch.Generator) -> torch.Tensor:
         out[rows] = F.interpolate(z, size=(h, w), mode="bilinear", align_corners=False)
     mean = torch.rand((n, 1, 1, 1), generator=gen)
     std = 0.6 * torch.rand((n, 1, 1, 1), generator=gen)
-    return (mean + std * out).clamp(0, 1)
+    noise = (mean + std * out).clamp(0, 1)
+    n_strokes = n // 2
+    if n_strokes:
+        ink = _strokes(n_strokes, h, w, gen).unsqueeze(1)
+        colour = torch.rand((n_strokes, c, 1, 1), generator=gen)
+        background = 0.3 * torch.rand((n_strokes, c, 1, 1), generator=gen)
+        noise[:n_strokes] = (background + ink * (colour - background).abs().clamp_min(0.5)).clamp(0, 1)
+    return noise
 
 
 def _bisect(api: BlackBoxAPI, xa: torch.Tensor, xb: torch.Tensor, la: torch.Tensor, steps: int):
@@ -179,9 +214,22 @@ def _bisect(api: BlackBoxAPI, xa: torch.Tensor, xb: torch.Tensor, la: torch.Tens
         lo = torch.where(same, mid, lo)
         hi = torch.where(same, hi, mid)
         label_hi = torch.where(same, label_hi, lab)
-    x_in = (xa.double() + lo.view(view) * diff).float()
-    x_out = (xa.double() + hi.view(view) * diff).float()
-    return x_in, x_out, label_hi
+    return lo, hi
+
+
+def _place(api: BlackBoxAPI, xa: torch.Tensor, xb: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+           offset: float):
+    """Probes ``offset`` (L2, pixel units) inside and outside the boundary found between ``lo`` and ``hi``."""
+    view = (-1,) + (1,) * (xa.ndim - 1)
+    diff = (xb - xa).double()
+    length = diff.flatten(1).norm(dim=1).clamp_min(1e-12)
+    t_in = (lo - offset / length).clamp(0.0, 1.0)
+    t_out = (hi + offset / length).clamp(0.0, 1.0)
+    x_in = (xa.double() + t_in.view(view) * diff).float().clamp(0, 1)
+    x_out = (xa.double() + t_out.view(view) * diff).float().clamp(0, 1)
+    x = torch.cat([x_in, x_out])
+    out = api.query(x)
+    return x, (out.argmax(1) if out.ndim == 2 else out)
 
 
 def build_boundary_probes(api: BlackBoxAPI, *, num_classes: int, input_shape, config: LabelOnlyConfig | None = None,
@@ -240,17 +288,16 @@ def build_boundary_probes(api: BlackBoxAPI, *, num_classes: int, input_shape, co
     a_idx_t, b_idx_t = torch.tensor(a_idx), torch.tensor(b_idx)
     q1 = api.queries
     bar = tqdm(total=1, desc="boundary probes (label-only)", disable=not progress, leave=False)
-    x_in, x_out, label_out = _bisect(api, seeds_x[a_idx_t], seeds_x[b_idx_t], seeds_y[a_idx_t], cfg.bisection_steps)
+    xa, xb = seeds_x[a_idx_t], seeds_x[b_idx_t]
+    lo, hi = _bisect(api, xa, xb, seeds_y[a_idx_t], cfg.bisection_steps)
+    q_bis = api.queries - q1
+    x, label = _place(api, xa, xb, lo, hi, cfg.offset)
     bar.update(1)
     bar.close()
-    q_bis = api.queries - q1
-    n = len(a_idx)
-    x = torch.cat([x_in, x_out])
-    label = torch.cat([seeds_y[a_idx_t], label_out])
-    pair = torch.arange(n).repeat(2)
-    keep = label >= 0  # a bisection whose far end never left class a has no outside point
-    return BoundaryProbes(x=x[keep], label=label[keep], pair=pair[keep], num_classes=num_classes,
-                          seed_classes=seed_classes, queries={"seeds": q_seeds, "bisection": q_bis},
+    q_place = api.queries - q1 - q_bis
+    pair = torch.arange(len(a_idx)).repeat(2)
+    return BoundaryProbes(x=x, label=label, pair=pair, num_classes=num_classes, seed_classes=seed_classes,
+                          queries={"seeds": q_seeds, "bisection": q_bis, "placement": q_place},
                           seconds=time.perf_counter() - start, config=cfg.to_dict())
 
 

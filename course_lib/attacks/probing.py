@@ -114,8 +114,8 @@ class ProbeConfig:
     zoo_importance_every: int = 5
     nes_samples: int = 10
     nes_sigma: float = 0.05
-    nes_resolution: int = 7
-    nes_lr: float = 0.05
+    nes_resolution: int = 14
+    nes_lr: float = 0.1
     loss: str = "margin"
 
     @classmethod
@@ -123,9 +123,9 @@ class ProbeConfig:
         """The budget of ``profile`` (``quick``/``standard``/``full``), with ``overrides`` applied."""
         name = get_profile(profile).name
         base = {
-            "quick": dict(max_queries=20_000),
-            "standard": dict(max_queries=40_000),
-            "full": dict(max_queries=200_000),
+            "quick": dict(max_queries=10_000),
+            "standard": dict(max_queries=20_000),
+            "full": dict(max_queries=100_000),
         }[name]
         cfg = cls(**base)
         return replace(cfg, **overrides) if overrides else cfg

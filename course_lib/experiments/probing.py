@@ -39,6 +39,7 @@ from ..attacks.probing import PROBE_METHODS, ProbeConfig, ProbeSet, build_probes
 from ..cache import atomic_write_text, config_key
 from ..config import cache_dir, get_profile
 from ..data import Dataset, per_class_subset
+from ..data import load as data_load
 from ..errors import CacheCorruptError, CourseError, check_choice, check_range
 from ..train import Pipeline, accuracy, prepare_pipeline
 from ..unlearn.paper import unlearn_from_pipeline
@@ -514,17 +515,18 @@ def run_infer_label(dataset: str = "mnist-5k", *, unlearning: str = "approximate
     m = probes_per_class or cfg.probes_per_class
     if m < 1:
         raise CourseError(f"--probes-per-class must be at least 1; got {m}.")
-    setup = prepare_probing(dataset, profile=prof.name, seed=seed, subset_per_class=cfg.subset_per_class,
-                            progress=progress)
-    k = setup.num_classes
     if forget_classes is not None:
+        if len(set(forget_classes)) != len(forget_classes):
+            raise CourseError("The classes to unlearn must be distinct.")
+        k = data_load(dataset, "test").num_classes  # cheap: fails early on an unknown class
         bad = [c for c in forget_classes if not 0 <= int(c) < k]
         if bad:
             raise CourseError(f"Class {bad[0]} does not exist: {dataset} has classes 0..{k - 1}.")
-        if len(set(forget_classes)) != len(forget_classes):
-            raise CourseError("The classes to unlearn must be distinct.")
         if len(forget_classes) >= k:
             raise CourseError(f"Unlearn fewer than all {k} classes.")
+    setup = prepare_probing(dataset, profile=prof.name, seed=seed, subset_per_class=cfg.subset_per_class,
+                            progress=progress)
+    k = setup.num_classes
     cases_spec = [[c] for c in range(k)] if all_classes else [[int(c) for c in forget_classes]]
     queries = {}
     if api == "probs":
