@@ -1,0 +1,189 @@
+"""The Unlearning Mapping Attack (UMA) of RUB for classifiers (eq. 2, Proposition 3), chapter 5.
+
+For every forget sample x the attacker, who holds the original model f and the unlearned model
+f_u (RUB's white-box, worst-case protocol, Section 4.2), looks for a small input change that maps
+f_u back onto what f said about x:
+
+    delta* = argmin_{||delta||_inf <= eps, 0 <= x + delta <= 1}  D[f_u(x + delta), f(x)]      (eq. 2)
+
+with D the Kullback-Leibler divergence between the two softmax outputs,
+D = KL(f_u(x + delta) || f(x)) = sum_k p_u,k log(p_u,k / p_k). We solve it with projected gradient
+descent (Madry et al., 2018): ``steps`` signed-gradient steps of size ``step_size`` (default
+2.5 * eps / steps) from a random start in the ball, each followed by projection onto the
+L-inf ball and the [0, 1] pixel box, keeping for each sample the delta with the lowest D seen.
+
+Proposition 4 (robust unlearning) asks that, for every x in D_u, even the best delta leaves
+D > eps1; :func:`robustness_verdict` checks it on the attack's result.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import CourseError, check_range
+
+
+def kl_to_original(log_p_u: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+    """KL(p_u || p) per row for log-probabilities ``(N, K)`` -> ``(N,)`` nats."""
+    return (log_p_u.exp() * (log_p_u - log_p)).sum(1)
+
+
+@torch.no_grad()
+def output_divergence(model_u: nn.Module, model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """D[f_u(x), f(x)] = KL(f_u(x) || f(x)) per sample ``(N,)`` (nats), both models in eval mode."""
+    model_u.eval()
+    model.eval()
+    device = next(model_u.parameters()).device
+    out = []
+    for s in range(0, len(x), batch_size):
+        xb = x[s:s + batch_size].to(device)
+        out.append(kl_to_original(F.log_softmax(model_u(xb), 1), F.log_softmax(model(xb), 1)).cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+@dataclass
+class UMAResult:
+    """What the attack found and what it cost.
+
+    Attributes
+    ----------
+    x_adv:
+        Attacked inputs x + delta, ``(N, C, H, W)`` in [0, 1].
+    divergence_before, divergence_after:
+        D[f_u(x), f(x)] and D[f_u(x + delta), f(x)] per sample, ``(N,)`` in nats.
+    eps, steps, step_size:
+        The L-inf radius (pixel units, [0, 1] scale), PGD iterations and step size.
+    seconds:
+        Wall-clock time of the attack. ``gradient_evaluations`` = N * steps.
+    """
+
+    x_adv: torch.Tensor
+    divergence_before: torch.Tensor
+    divergence_after: torch.Tensor
+    eps: float
+    steps: int
+    step_size: float
+    seconds: float
+
+    @property
+    def gradient_evaluations(self) -> int:
+        return int(self.x_adv.shape[0]) * int(self.steps)
+
+    def cost(self) -> dict:
+        return {"eps": self.eps, "steps": self.steps, "step_size": self.step_size, "samples": int(self.x_adv.shape[0]),
+                "gradient_evaluations": self.gradient_evaluations, "seconds": round(self.seconds, 3)}
+
+
+def unlearning_mapping_attack(unlearned: nn.Module, original: nn.Module, x: torch.Tensor, *, eps: float,
+                              steps: int = 20, step_size: float | None = None, random_start: bool = True,
+                              seed: int = 0, batch_size: int = 256, progress: bool = False) -> UMAResult:
+    """Run UMA (eq. 2) on the forget inputs ``x`` ``(N, C, H, W)`` in [0, 1]; used in chapter 5.
+
+    Parameters
+    ----------
+    unlearned, original:
+        f_u and f. Only the input is optimised; neither model changes (both in eval mode).
+    eps:
+        L-inf radius in [0, 1] pixel units (RUB: 8/255 and 16/255). ``eps = 0`` returns x unchanged.
+    steps, step_size:
+        PGD iterations and step (default ``2.5 * eps / steps``, Madry et al.'s rule).
+    random_start, seed:
+        Start from a uniform point in the ball (seeded), as in PGD.
+
+    Returns
+    -------
+    UMAResult
+        The attacked inputs, the divergence before and after per sample, and the cost.
+    """
+    check_range(float(eps), 0.0, 1.0, "eps (the L-inf radius on [0, 1] pixels)")
+    if steps < 0:
+        raise CourseError(f"steps must be >= 0; got {steps}.")
+    unlearned.eval()
+    original.eval()
+    device = next(unlearned.parameters()).device
+    eps = float(eps)
+    steps = int(steps) if eps > 0 else 0
+    alpha = float(step_size) if step_size is not None else (2.5 * eps / steps if steps else 0.0)
+    gen = torch.Generator().manual_seed(int(seed))
+    t0 = time.perf_counter()
+    advs, before, after = [], [], []
+    req = [p.requires_grad for p in unlearned.parameters()]
+    for p in unlearned.parameters():
+        p.requires_grad_(False)
+    try:
+        bar = tqdm(total=len(x) * max(steps, 1), desc=f"UMA eps={eps:.4f}", disable=not progress, leave=False)
+        for s in range(0, len(x), batch_size):
+            xb = x[s:s + batch_size].to(device)
+            with torch.no_grad():
+                log_p = F.log_softmax(original(xb), 1)
+                d0 = kl_to_original(F.log_softmax(unlearned(xb), 1), log_p)
+            best_x, best_d = xb.clone(), d0.clone()
+            if steps:
+                if random_start:
+                    noise = (torch.rand(xb.shape, generator=gen) * 2 - 1).to(device) * eps
+                    delta = ((xb + noise).clamp(0, 1) - xb)
+                else:
+                    delta = torch.zeros_like(xb)
+                for _ in range(steps):
+                    delta.requires_grad_(True)
+                    d = kl_to_original(F.log_softmax(unlearned(xb + delta), 1), log_p)
+                    grad, = torch.autograd.grad(d.sum(), delta)
+                    with torch.no_grad():
+                        better = d.detach() < best_d
+                        best_d = torch.where(better, d.detach(), best_d)
+                        best_x[better] = (xb + delta.detach())[better]
+                        delta = delta.detach() - alpha * grad.sign()
+                        delta = delta.clamp(-eps, eps)
+                        delta = (xb + delta).clamp(0, 1) - xb
+                    bar.update(len(xb))
+                with torch.no_grad():  # the final iterate
+                    d = kl_to_original(F.log_softmax(unlearned(xb + delta), 1), log_p)
+                    better = d < best_d
+                    best_d = torch.where(better, d, best_d)
+                    best_x[better] = (xb + delta)[better]
+            else:
+                bar.update(len(xb))
+            advs.append(best_x.cpu())
+            before.append(d0.cpu())
+            after.append(best_d.cpu())
+        bar.close()
+    finally:
+        for p, r in zip(unlearned.parameters(), req):
+            p.requires_grad_(r)
+    cat = (lambda t: torch.cat(t)) if advs else (lambda t: torch.empty(0))
+    return UMAResult(cat(advs), cat(before), cat(after), eps, steps, alpha, time.perf_counter() - t0)
+
+
+def robustness_verdict(divergence_after: torch.Tensor, divergence_forget: torch.Tensor,
+                       divergence_retain: torch.Tensor, *, eps1: float, eps2: float) -> dict:
+    """Proposition 4's verdict for one unlearned model and one attack radius.
+
+    Parameters
+    ----------
+    divergence_after:
+        min_delta D[f_u(x + delta), f(x)] found by UMA, per forget sample ``(N_u,)`` (nats).
+    divergence_forget, divergence_retain:
+        D[f_u(x), f(x)] without attack on forget and on retain samples (condition (1)).
+    eps1, eps2:
+        The margins of eq. (1): forgetting means E_{D_u}[D] > eps1, utility means E_{D_r}[D] <= eps2.
+
+    Returns
+    -------
+    dict with ``forgets`` (E_{D_u}[D] > eps1), ``keeps_utility`` (E_{D_r}[D] <= eps2),
+    ``mapped_back_share`` (share of forget samples that UMA brings within eps1 of f), ``min_divergence``
+    and ``robust`` (conditions (1) hold and no forget sample is mapped back: Proposition 4).
+    A robust verdict is empirical: it holds against this attack and budget, not every delta.
+    """
+    forgets = bool(divergence_forget.mean() > eps1)
+    keeps = bool(divergence_retain.mean() <= eps2)
+    mapped = float((divergence_after <= eps1).float().mean()) if len(divergence_after) else float("nan")
+    return {"eps1": eps1, "eps2": eps2, "forgets": forgets, "keeps_utility": keeps,
+            "mean_divergence_forget": float(divergence_forget.mean()),
+            "mean_divergence_retain": float(divergence_retain.mean()),
+            "min_divergence_after_attack": float(divergence_after.min()) if len(divergence_after) else float("nan"),
+            "mapped_back_share": mapped, "robust": forgets and keeps and mapped == 0.0}

@@ -1,0 +1,382 @@
+"""The classification unlearning methods benchmarked by RUB (Section 4.3), behind one signature.
+
+Every method here is registered with :func:`~course_lib.unlearn.registry.register_method` and takes
+
+    (original, forget, retain, **hyper_parameters) -> unlearned model (a new ``nn.Module``, eval mode)
+
+``retrain``   train from scratch on the retain set (the gold standard and the control), cached.
+``FT``        fine-tune on the retain set (Warnecke et al., 2021): catastrophic forgetting.
+``GA``        gradient ascent on the forget set (Thudi et al., 2022): maximise its cross-entropy.
+``RL``        random labels (Golatkar et al., 2020): train on the forget set relabelled with random
+              wrong classes together with the retain set.
+``IU``        influence unlearning (Koh & Liang, 2017; Izzo et al., 2021): one Newton step
+              theta_u = theta + alpha * F^{-1} v with the WoodFisher inverse (Singh & Alistarh, 2020).
+``l1-sparse`` fine-tuning with a linearly decaying l1 penalty (Jia et al., 2023).
+``SalUn``     weight saliency (Fan et al., 2024): a hard mask of the 50 % weights with the largest
+              forget-loss gradient, then RL that moves only those weights.
+
+Default hyper-parameters (tuned on the embedded ``mnist-5k`` ConvNet, class-wise forgetting of
+class 0, so that each method forgets, UA <= 10 %, while test accuracy on the other classes stays
+within a few points of the original model; measured numbers are in chapter 5 and the issue note):
+
+============  =====================================================================
+method        defaults
+============  =====================================================================
+FT            epochs=3, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64
+GA            epochs=3, lr=1e-3, momentum=0.9, batch_size=64 (batch norm frozen)
+RL            epochs=2, lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=64
+IU            alpha=1.0, damping=1e-3, n_fisher=64 retain samples
+l1-sparse     epochs=3, lr=0.05, gamma=5e-4 decayed linearly to 0, momentum=0.9
+SalUn         mask_ratio=0.5, epochs=2, lr=0.01, momentum=0.9, weight_decay=5e-4
+============  =====================================================================
+
+Unlearning uses a constant learning rate; batch-norm statistics are updated (``train`` mode)
+except for GA, whose batches hold only forget samples and would corrupt the running statistics.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..cache import cached_model, clone_model
+from ..config import seed_everything
+from ..data import Dataset
+from ..errors import CourseError
+from ..train import train_model
+from .registry import register_method
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _set_bn(model: nn.Module, bn_mode: str) -> None:
+    model.train()
+    if bn_mode == "eval":
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def sgd_loop(model: nn.Module, data: Dataset, *, epochs: int, lr: float, batch_size: int = 64,
+             momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0, sign: float = 1.0,
+             bn_mode: str = "train", penalty=None, after_step=None, progress: bool = False,
+             desc: str = "unlearn") -> nn.Module:
+    """Constant-learning-rate SGD on ``data`` (cross-entropy times ``sign``), in place; returns ``model``.
+
+    Parameters
+    ----------
+    sign:
+        ``+1`` minimises the cross-entropy (fine-tuning), ``-1`` maximises it (gradient ascent).
+    penalty:
+        Optional ``penalty(model, step, total_steps) -> scalar tensor`` added to the loss (l1-sparse).
+    after_step:
+        Optional ``after_step(model)`` called after every optimiser step (SalUn's hard mask).
+    seed:
+        Seeds the mini-batch order.
+    """
+    if epochs < 0 or lr < 0 or batch_size <= 0:
+        raise CourseError(f"epochs and lr must be >= 0 and batch_size > 0; got {epochs}, {lr}, {batch_size}.")
+    device = _device(model)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    n = len(data)
+    total = epochs * max(1, -(-n // batch_size))
+    gen = torch.Generator().manual_seed(int(seed))
+    step = 0
+    bar = tqdm(total=total, desc=desc, disable=not progress or total == 0, leave=False)
+    try:
+        for _ in range(epochs):
+            _set_bn(model, bn_mode)
+            perm = torch.randperm(n, generator=gen)
+            for start in range(0, n, batch_size):
+                idx = perm[start:start + batch_size]
+                xb, yb = data.x[idx].to(device), data.y[idx].to(device)
+                loss = sign * F.cross_entropy(model(xb), yb)
+                if penalty is not None:
+                    loss = loss + penalty(model, step, total)
+                if not torch.isfinite(loss):
+                    raise CourseError(f"{desc} diverged (the loss became {loss.item()}) at step {step}; "
+                                      "lower its learning rate or its number of epochs.")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if after_step is not None:
+                    after_step(model)
+                step += 1
+                bar.update(1)
+    finally:
+        bar.close()
+        model.eval()
+    model.eval()
+    return model
+
+
+def random_wrong_labels(y: torch.Tensor, num_classes: int, seed: int = 0) -> torch.Tensor:
+    """For each label in ``y`` (N,), a uniformly random *different* class (N,), deterministic per seed."""
+    gen = torch.Generator().manual_seed(int(seed))
+    shift = torch.randint(1, num_classes, y.shape, generator=gen)
+    return (y + shift) % num_classes
+
+
+def _concat(a: Dataset, b: Dataset) -> Dataset:
+    return Dataset(a.name, torch.cat([a.x, b.x]), torch.cat([a.y, b.y]), list(a.classes), a.kind,
+                   list(a.feature_names))
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """A short SHA-256 of tensors' bytes (keys the cache of retrained models by their data)."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def architecture_fingerprint(model: nn.Module) -> str:
+    """Hash of the model's class and its state-dict names and shapes (not the values)."""
+    desc = type(model).__name__ + ";" + ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
+    return hashlib.sha256(desc.encode()).hexdigest()[:16]
+
+
+def reinitialise(model: nn.Module, seed: int) -> nn.Module:
+    """Reset every layer's parameters (``reset_parameters``) with ``seed``: a fresh, untrained copy."""
+    torch.manual_seed(int(seed))
+    for m in model.modules():
+        if hasattr(m, "reset_parameters") and m is not model:
+            m.reset_parameters()
+    return model
+
+
+# --------------------------------------------------------------------------- the methods
+
+@register_method("retrain", description="train from scratch on the retain set (gold standard, cached)")
+def retrain(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: int = 10, lr: float = 0.05,
+            batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 5e-4, schedule: str = "linear",
+            seed: int = 0, cache: bool = True, progress: bool = False) -> nn.Module:
+    """Retrain from scratch on D_r (Definition 1's f_r): re-initialise ``original``'s architecture.
+
+    The schedule should be the one that trained ``original`` (the RUB runner passes it). The model
+    is cached under ``data/cache`` keyed by the architecture, the retain set's bytes, the schedule
+    and ``seed`` (which also seeds the initialisation), so a second benchmark run reuses it.
+    """
+    config = {"stage": "rub-retrain", "architecture": architecture_fingerprint(original),
+              "retain": fingerprint(retain.x, retain.y), "n_retain": len(retain), "epochs": epochs,
+              "lr": lr, "batch_size": batch_size, "momentum": momentum, "weight_decay": weight_decay,
+              "schedule": schedule, "seed": seed}
+
+    def build() -> nn.Module:
+        return reinitialise(clone_model(original), seed)
+
+    def train(m: nn.Module) -> dict:
+        seed_everything(seed)
+        t0 = time.perf_counter()
+        train_model(m, retain, epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum,
+                    weight_decay=weight_decay, schedule=schedule, seed=seed, progress=progress,
+                    desc="retrain on D_r")
+        return {"train_seconds": time.perf_counter() - t0}
+
+    model, _, _ = cached_model("rub-retrain", config, build, train, use_cache=cache)
+    model.eval()
+    return model
+
+
+@register_method("FT", description="fine-tune on the retain set (catastrophic forgetting)")
+def fine_tune(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: int = 3, lr: float = 0.05,
+              batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 5e-4, seed: int = 0,
+              progress: bool = False) -> nn.Module:
+    """FT: a few epochs of SGD on D_r only; the forget classes fade because nothing supports them."""
+    seed_everything(seed)
+    return sgd_loop(clone_model(original), retain, epochs=epochs, lr=lr, batch_size=batch_size,
+                    momentum=momentum, weight_decay=weight_decay, seed=seed, progress=progress, desc="FT")
+
+
+class _StopTraining(Exception):
+    pass
+
+
+@register_method("GA", description="gradient ascent on the forget set")
+def gradient_ascent(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: int = 5, lr: float = 3e-4,
+                    batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 0.0,
+                    stop_accuracy: float | None = 0.05, seed: int = 0, progress: bool = False) -> nn.Module:
+    """GA: maximise the cross-entropy on D_u (SGD on its negative); batch-norm statistics frozen.
+
+    Plain gradient ascent has no natural end: pushed too far it wrecks every class. With
+    ``stop_accuracy`` set, it stops after the first step at which the model's accuracy on the
+    forget set has fallen to that level (checked after every step, in eval mode); ``None`` runs
+    all ``epochs``.
+    """
+    seed_everything(seed)
+    model = clone_model(original)
+    device = _device(model)
+    xf, yf = forget.x.to(device), forget.y.to(device)
+
+    def check(m: nn.Module) -> None:
+        if stop_accuracy is None:
+            return
+        with torch.no_grad():
+            m.eval()
+            acc = float((m(xf).argmax(1) == yf).float().mean())
+            _set_bn(m, "eval")
+        if acc <= stop_accuracy:
+            raise _StopTraining
+
+    try:
+        sgd_loop(model, forget, epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum,
+                 weight_decay=weight_decay, seed=seed, sign=-1.0, bn_mode="eval", after_step=check,
+                 progress=progress, desc="GA")
+    except _StopTraining:
+        pass
+    model.eval()
+    return model
+
+
+@register_method("RL", description="random wrong labels on the forget set, trained with the retain set")
+def random_labels(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: int = 2, lr: float = 0.01,
+                  batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 5e-4, seed: int = 0,
+                  progress: bool = False) -> nn.Module:
+    """RL: relabel each forget sample with a random other class and fine-tune on D_u' U D_r."""
+    seed_everything(seed)
+    relabelled = Dataset(forget.name, forget.x, random_wrong_labels(forget.y, forget.num_classes, seed),
+                         list(forget.classes), forget.kind, list(forget.feature_names))
+    return sgd_loop(clone_model(original), _concat(relabelled, retain), epochs=epochs, lr=lr,
+                    batch_size=batch_size, momentum=momentum, weight_decay=weight_decay, seed=seed,
+                    progress=progress, desc="RL")
+
+
+def _flat_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradient of the *summed* cross-entropy over (x, y) w.r.t. all parameters, flattened (P,)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss = F.cross_entropy(model(x), y, reduction="sum")
+    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)])
+
+
+def mean_gradient(model: nn.Module, data: Dataset, batch_size: int = 256) -> torch.Tensor:
+    """Mean per-sample loss gradient over ``data`` at ``model`` in eval mode, flattened (P,)."""
+    model.eval()
+    device = _device(model)
+    total = None
+    for s in range(0, len(data), batch_size):
+        g = _flat_grad(model, data.x[s:s + batch_size].to(device), data.y[s:s + batch_size].to(device))
+        total = g if total is None else total + g
+    return total / len(data)
+
+
+def woodfisher_inverse_product(model: nn.Module, data: Dataset, v: torch.Tensor, *, n_samples: int = 64,
+                               damping: float = 1e-3, seed: int = 0) -> torch.Tensor:
+    """F^{-1} v for the damped empirical Fisher F = damping * I + (1/m) sum_i g_i g_i^T (WoodFisher).
+
+    ``g_i`` are per-sample gradients of ``m = n_samples`` random samples of ``data`` (eval mode).
+    WoodFisher (Singh & Alistarh, 2020) builds F^{-1} by m rank-one Sherman-Morrison updates; we
+    use their closed form, the Woodbury identity, which gives the same matrix exactly:
+
+        F^{-1} v = (1/damping) * (v - G^T (m * damping * I + G G^T)^{-1} G v),   G = [g_1; ...; g_m]
+
+    Cost: m backward passes and an m x m solve; memory m x P floats. Returns a tensor (P,).
+    """
+    if damping <= 0:
+        raise CourseError(f"damping must be > 0; got {damping}.")
+    model.eval()
+    device = _device(model)
+    gen = torch.Generator().manual_seed(int(seed))
+    idx = torch.randperm(len(data), generator=gen)[:max(1, min(int(n_samples), len(data)))]
+    rows = [_flat_grad(model, data.x[i:i + 1].to(device), data.y[i:i + 1].to(device)) for i in idx.tolist()]
+    G = torch.stack(rows).double()                               # (m, P)
+    m = G.shape[0]
+    v64 = v.double()
+    small = m * damping * torch.eye(m, dtype=torch.float64, device=G.device) + G @ G.T
+    coef = torch.linalg.solve(small, G @ v64)                    # (m,)
+    return ((v64 - G.T @ coef) / damping).to(v.dtype)
+
+
+@register_method("IU", description="influence unlearning: one Newton step with the WoodFisher inverse Fisher")
+def influence_unlearning(original: nn.Module, forget: Dataset, retain: Dataset, *, alpha: float = 1.0,
+                         damping: float = 1e-3, n_fisher: int = 64, seed: int = 0,
+                         progress: bool = False) -> nn.Module:
+    """IU: theta_u = theta + alpha * F_r^{-1} v, with v = (n_u / n) * (mean grad on D_u - mean grad on D_r).
+
+    Removing D_u from the empirical risk (1/n) sum_i l_i moves its minimiser by about
+    H^{-1} (n_u / n) * grad L_u (influence functions, Koh & Liang 2017); the retain-set term corrects
+    for ``original`` not being an exact minimiser (as in Jia et al., 2023). The Hessian is replaced by
+    the damped empirical Fisher of the retain set, inverted with WoodFisher
+    (:func:`woodfisher_inverse_product`). ``alpha`` scales the step (the one knob that sets strength).
+    """
+    seed_everything(seed)
+    model = clone_model(original)
+    n_u, n_r = len(forget), len(retain)
+    v = (n_u / (n_u + n_r)) * (mean_gradient(model, forget) - mean_gradient(model, retain))
+    step = woodfisher_inverse_product(model, retain, v, n_samples=n_fisher, damping=damping, seed=seed)
+    with torch.no_grad():
+        offset = 0
+        for p in model.parameters():
+            if not p.requires_grad:
+                continue
+            k = p.numel()
+            p.add_(step[offset:offset + k].view_as(p), alpha=alpha)
+            offset += k
+    model.eval()
+    return model
+
+
+@register_method("l1-sparse", description="fine-tuning on the retain set with a decaying l1 penalty")
+def l1_sparse(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: int = 3, lr: float = 0.05,
+              gamma: float = 5e-4, batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 0.0,
+              seed: int = 0, progress: bool = False) -> nn.Module:
+    """l1-sparse: FT with loss CE + gamma_t * ||theta||_1, gamma_t = gamma * (1 - t / T) (Jia et al., 2023)."""
+    seed_everything(seed)
+
+    def penalty(model: nn.Module, step: int, total: int) -> torch.Tensor:
+        g = gamma * (1.0 - step / max(1, total))
+        return g * sum(p.abs().sum() for p in model.parameters())
+
+    return sgd_loop(clone_model(original), retain, epochs=epochs, lr=lr, batch_size=batch_size,
+                    momentum=momentum, weight_decay=weight_decay, seed=seed, penalty=penalty,
+                    progress=progress, desc="l1-sparse")
+
+
+def saliency_mask(model: nn.Module, forget: Dataset, mask_ratio: float = 0.5) -> list[torch.Tensor]:
+    """SalUn's weight-saliency mask (Fan et al., 2024, eq. 4): the top ``mask_ratio`` share of weights.
+
+    Saliency = |d sum_{D_u} CE / d theta| at ``model`` (eval mode); one global threshold over all
+    parameters. Returns boolean tensors shaped like ``model.parameters()`` (True = may move).
+    """
+    if not 0.0 < mask_ratio <= 1.0:
+        raise CourseError(f"mask_ratio must lie in (0, 1]; got {mask_ratio}.")
+    model.eval()
+    params = list(model.parameters())
+    device = _device(model)
+    loss = F.cross_entropy(model(forget.x.to(device)), forget.y.to(device), reduction="sum")
+    grads = [g.abs() for g in torch.autograd.grad(loss, params)]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    k = max(1, int(round(mask_ratio * flat.numel())))
+    threshold = torch.topk(flat, k, sorted=False).values.min()
+    return [g >= threshold for g in grads]
+
+
+@register_method("SalUn", description="saliency mask (top 50 % weights) + random labels; masked weights frozen")
+def salun(original: nn.Module, forget: Dataset, retain: Dataset, *, mask_ratio: float = 0.5, epochs: int = 2,
+          lr: float = 0.01, batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 5e-4,
+          seed: int = 0, progress: bool = False) -> nn.Module:
+    """SalUn: RL restricted to the salient weights. The mask is a **hard** constraint: after every
+    optimiser step the non-salient weights are copied back from ``original``, so momentum and weight
+    decay cannot move them (they stay bit-identical)."""
+    seed_everything(seed)
+    model = clone_model(original)
+    mask = saliency_mask(model, forget, mask_ratio)
+    frozen = [p.detach().clone() for p in model.parameters()]
+
+    def restore(m: nn.Module) -> None:
+        with torch.no_grad():
+            for p, keep, p0 in zip(m.parameters(), mask, frozen):
+                p.copy_(torch.where(keep, p, p0))
+
+    relabelled = Dataset(forget.name, forget.x, random_wrong_labels(forget.y, forget.num_classes, seed),
+                         list(forget.classes), forget.kind, list(forget.feature_names))
+    return sgd_loop(model, _concat(relabelled, retain), epochs=epochs, lr=lr, batch_size=batch_size,
+                    momentum=momentum, weight_decay=weight_decay, seed=seed, after_step=restore,
+                    progress=progress, desc="SalUn")
