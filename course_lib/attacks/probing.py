@@ -323,9 +323,10 @@ class _ZooState:
         base = self.x[rows]                                             # (R, N)
         plus = base.unsqueeze(1).repeat(1, b, 1)                        # (R, B, N)
         minus = plus.clone()
-        ar = torch.arange(b)
-        plus[:, ar, coords] += cfg.zoo_h
-        minus[:, ar, coords] -= cfg.zoo_h
+        rr = torch.arange(r).view(r, 1).expand(r, b)
+        bb = torch.arange(b).view(1, b).expand(r, b)
+        plus[rr, bb, coords] += cfg.zoo_h      # copy (probe, j) moves only coordinate coords[probe, j]
+        minus[rr, bb, coords] -= cfg.zoo_h
         batch = torch.cat([plus, minus], dim=1).reshape(r * 2 * b, *self.shape)
         tgt = target.repeat_interleave(2 * b)
         f = probe_loss(api.query(batch.float()), tgt, cfg.loss).reshape(r, 2, b)

@@ -311,6 +311,7 @@ class LabelInferenceResult:
         n_bottom = max(1, len(self.multi) // 2)
         fig, axes = plt.subplots(2, max(n_top, n_bottom), figsize=(4.2 * max(n_top, n_bottom), 6.2), squeeze=False)
         width = 0.4
+        n_classes = len(next(iter(self.betas.values()))[0]) if self.betas else 0
         for j, frac in enumerate(fractions):
             ax = axes[0, j]
             for s, (method, color) in enumerate((("exact", "tab:blue"), ("approximate", "tab:orange"))):
@@ -321,7 +322,7 @@ class LabelInferenceResult:
             ax.axhline(0, color="black", linewidth=0.8)
             ax.set_title(f"class {forgotten} unlearned, p_u = {frac}")
             ax.set_xlabel("probe class")
-            ax.set_xticks(range(len(beta)))
+            ax.set_xticks(range(n_classes))
             if j == 0:
                 ax.set_ylabel("confidence drop beta (eq. 10)")
                 ax.legend(fontsize=8)
@@ -353,13 +354,14 @@ def _key(api: str, m: int, method: str, fraction: float) -> str:
 def run_label_inference(dataset: str = "mnist-5k", *, profile: str | None = None, seed: int = 0,
                         config: LabelInferenceConfig | None = None, probe_config: ProbeConfig | None = None,
                         label_only_config: LabelOnlyConfig | None = None, use_cache: bool = True,
-                        progress: bool = True) -> LabelInferenceResult:
+                        setup: ProbingSetup | None = None, progress: bool = True) -> LabelInferenceResult:
     """Chapter 4's experiment: Table 3, Figs. 4/9/10 and the label-only attack, with costs.
 
     For every unlearning method and share p_u, each class in turn is (partly) unlearned from M
     and inferred from the probes (the full budget and the first ``fewer_probes`` of each class);
     the same unlearned models are attacked through a label-only API. Then the class sets of
-    ``multi_classes`` are unlearned at once (p_u = 1) and inferred with top-K.
+    ``multi_classes`` are unlearned at once (p_u = 1) and inferred with top-K. Pass ``setup`` (from
+    :func:`prepare_probing` with the same dataset, profile and seed) to reuse its models.
 
     Used by chapter 4.
     """
@@ -369,8 +371,9 @@ def run_label_inference(dataset: str = "mnist-5k", *, profile: str | None = None
     check_choice(cfg.probe_method, PROBE_METHODS, "probe method")
     if not 1 <= cfg.fewer_probes <= cfg.probes_per_class:
         raise CourseError("fewer_probes must lie between 1 and probes_per_class.")
-    setup = prepare_probing(dataset, profile=prof.name, seed=seed, subset_per_class=cfg.subset_per_class,
-                            progress=progress)
+    if setup is None or setup.subset_per_class != cfg.subset_per_class or setup.seed != seed:
+        setup = prepare_probing(dataset, profile=prof.name, seed=seed, subset_per_class=cfg.subset_per_class,
+                                progress=progress)
     k_classes = setup.num_classes
     probes = setup.probes(cfg.probes_per_class, cfg.probe_method, probe_config, use_cache=use_cache,
                           progress=progress)
