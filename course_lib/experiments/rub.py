@@ -458,6 +458,15 @@ class RubResult:
                 "summary": self.summary(), "pattern": self.rub_pattern(), "rows": self.rows}
 
 
+def hp_key(method: str, overrides: dict, setup: "RubSetup") -> str:
+    """Hash of a method's effective hyper-parameters (its defaults updated by ``overrides``)."""
+    hp = {**get_method(method).defaults, **overrides}
+    if method == "retrain":
+        hp.update(setup.train_schedule())
+    hp.pop("seed", None)
+    return config_key({"method": method, **hp})
+
+
 def benchmark_key(setup: RubSetup, mia_seeds: int, hyper_parameters: dict) -> tuple[str, dict]:
     """The configuration that makes rows comparable (not the method list, seeds count or eps list)."""
     c = setup.config
@@ -524,6 +533,13 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
     atomic_write_text(out_dir / f"rub-{key}.json", json.dumps({**ident, "profile": cfg.profile},
                                                                indent=2, sort_keys=True, default=str))
     rows = read_rows(path)
+    # a row counts as done only if it was computed with the method's current hyper-parameters
+    # (defaults included): rows of an edited method are dropped and recomputed, never duplicated
+    current_hp = {n: hp_key(n, hyper_parameters.get(n, {}), setup) for n in names}
+    stale = [r for r in rows if r["method"] in current_hp and r.get("hp_key") != current_hp[r["method"]]]
+    if stale:
+        rows = [r for r in rows if r not in stale]
+        atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     done = {row_id(r) for r in rows}
     computed = 0
     mia_ids = [100 + k for k in range(cfg.mia_seeds)]
@@ -579,7 +595,7 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
                                                seed=seed)
             m = measure(unlearned, attack.x_adv, fe.y)
             verdict = robustness_verdict(attack.divergence_after, div_forget, div_retain, eps1=cfg.eps1, eps2=cfg.eps2)
-            write({**base, "method": method, "seed": seed, "eps": e, "ta": ta, **m,
+            write({**base, "method": method, "seed": seed, "eps": e, "ta": ta, **m, "hp_key": current_hp[method],
                    "unlearn_seconds": round(unlearn_seconds, 3), "attack": attack.cost(),
                    "divergence_after_mean": float(attack.divergence_after.mean()),
                    "hyper_parameters": {k: v for k, v in hp.items()}, "verdict": verdict})

@@ -15,23 +15,29 @@ Every method here is registered with :func:`~course_lib.unlearn.registry.registe
 ``SalUn``     weight saliency (Fan et al., 2024): a hard mask of the 50 % weights with the largest
               forget-loss gradient, then RL that moves only those weights.
 
-Default hyper-parameters (tuned on the embedded ``mnist-5k`` ConvNet, class-wise forgetting of
-class 0, so that each method forgets, UA <= 10 %, while test accuracy on the other classes stays
-within a few points of the original model; measured numbers are in chapter 5 and the issue note):
+Default hyper-parameters (tuned on the embedded ``mnist-5k`` ConvNet of chapter 5 -- width 16,
+6 epochs on all 4,000 training digits -- with class 0 forgotten, so that each method forgets,
+UA <= 10 %, while keeping test accuracy on the other classes; single-seed tuning runs, UA on 100
+forget digits, TA of the original 98.2 %):
 
-============  =====================================================================
-method        defaults
-============  =====================================================================
-FT            epochs=3, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64
-GA            epochs=3, lr=1e-3, momentum=0.9, batch_size=64 (batch norm frozen)
-RL            epochs=2, lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=64
-IU            alpha=1.0, damping=1e-3, n_fisher=64 retain samples
-l1-sparse     epochs=3, lr=0.05, gamma=5e-4 decayed linearly to 0, momentum=0.9
-SalUn         mask_ratio=0.5, epochs=2, lr=0.01, momentum=0.9, weight_decay=5e-4
-============  =====================================================================
+============  ==========================================================================  ============
+method        defaults                                                                    TA / UA (%)
+============  ==========================================================================  ============
+FT            epochs=2, lr=0.19 decayed linearly to 0, momentum=0.9, weight_decay=5e-4     98.3 / 9-12
+GA            lr=1e-4, momentum=0.9, up to 10 epochs, stops once forget accuracy <= 5 %    84.1 / 9
+RL            epochs=2, lr=0.01 (constant), momentum=0.9, weight_decay=5e-4                98.0 / 0
+IU            alpha=0.0025, damping=1e-3, n_fisher=64 retain samples                       98.3 / 6
+l1-sparse     epochs=2, lr=0.15 decayed linearly, gamma=5e-4 decayed linearly, momentum    see ch. 5
+SalUn         mask_ratio=0.5, then RL: epochs=2, lr=0.01, momentum=0.9, weight_decay=5e-4  97.3 / 0
+============  ==========================================================================  ============
 
-Unlearning uses a constant learning rate; batch-norm statistics are updated (``train`` mode)
-except for GA, whose batches hold only forget samples and would corrupt the running statistics.
+FT's and l1-sparse's strength changes sharply with the learning rate (at lr 0.1 FT keeps 79 % UA,
+at 0.2 it reaches 0 %); GA could not be tuned to keep TA within 5 points: whenever the forget
+accuracy reached 10 % the test accuracy had fallen to 75-84 % (lr 5e-5 to 3e-4, with or without
+momentum, with a per-sample bound on the loss), a known weakness of plain gradient ascent.
+
+Unlearning uses SGD; batch-norm statistics are updated (``train`` mode) except for GA, whose
+batches hold only forget samples and would corrupt the running statistics.
 """
 from __future__ import annotations
 
@@ -67,14 +73,18 @@ def _device(model: nn.Module) -> torch.device:
 
 def sgd_loop(model: nn.Module, data: Dataset, *, epochs: int, lr: float, batch_size: int = 64,
              momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0, sign: float = 1.0,
-             bn_mode: str = "train", penalty=None, after_step=None, progress: bool = False,
-             desc: str = "unlearn") -> nn.Module:
+             bn_mode: str = "train", schedule: str = "constant", loss_fn=None, penalty=None, after_step=None,
+             progress: bool = False, desc: str = "unlearn") -> nn.Module:
     """Constant-learning-rate SGD on ``data`` (cross-entropy times ``sign``), in place; returns ``model``.
 
     Parameters
     ----------
+    schedule:
+        ``"constant"`` learning rate, or ``"linear"`` decay from ``lr`` to 0 over all steps.
     sign:
         ``+1`` minimises the cross-entropy (fine-tuning), ``-1`` maximises it (gradient ascent).
+    loss_fn:
+        Optional ``loss_fn(logits, labels) -> scalar`` replacing the cross-entropy (``sign`` still applies).
     penalty:
         Optional ``penalty(model, step, total_steps) -> scalar tensor`` added to the loss (l1-sparse).
     after_step:
@@ -82,6 +92,8 @@ def sgd_loop(model: nn.Module, data: Dataset, *, epochs: int, lr: float, batch_s
     seed:
         Seeds the mini-batch order.
     """
+    if schedule not in ("constant", "linear"):
+        raise CourseError(f"Unknown schedule {schedule!r}; choose 'constant' or 'linear'.")
     if epochs < 0 or lr < 0 or batch_size <= 0:
         raise CourseError(f"epochs and lr must be >= 0 and batch_size > 0; got {epochs}, {lr}, {batch_size}.")
     device = _device(model)
@@ -98,12 +110,16 @@ def sgd_loop(model: nn.Module, data: Dataset, *, epochs: int, lr: float, batch_s
             for start in range(0, n, batch_size):
                 idx = perm[start:start + batch_size]
                 xb, yb = data.x[idx].to(device), data.y[idx].to(device)
-                loss = sign * F.cross_entropy(model(xb), yb)
+                logits = model(xb)
+                loss = sign * (F.cross_entropy(logits, yb) if loss_fn is None else loss_fn(logits, yb))
                 if penalty is not None:
                     loss = loss + penalty(model, step, total)
                 if not torch.isfinite(loss):
                     raise CourseError(f"{desc} diverged (the loss became {loss.item()}) at step {step}; "
                                       "lower its learning rate or its number of epochs.")
+                if schedule == "linear":
+                    for group in opt.param_groups:
+                        group["lr"] = lr * (1.0 - step / max(1, total))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -187,13 +203,14 @@ def retrain(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: in
 
 
 @register_method("FT", description="fine-tune on the retain set (catastrophic forgetting)")
-def fine_tune(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: int = 3, lr: float = 0.05,
-              batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 5e-4, seed: int = 0,
-              progress: bool = False) -> nn.Module:
+def fine_tune(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: int = 2, lr: float = 0.19,
+              batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 5e-4, schedule: str = "linear",
+              seed: int = 0, progress: bool = False) -> nn.Module:
     """FT: a few epochs of SGD on D_r only; the forget classes fade because nothing supports them."""
     seed_everything(seed)
     return sgd_loop(clone_model(original), retain, epochs=epochs, lr=lr, batch_size=batch_size,
-                    momentum=momentum, weight_decay=weight_decay, seed=seed, progress=progress, desc="FT")
+                    momentum=momentum, weight_decay=weight_decay, schedule=schedule, seed=seed, progress=progress,
+                    desc="FT")
 
 
 class _StopTraining(Exception):
@@ -201,7 +218,7 @@ class _StopTraining(Exception):
 
 
 @register_method("GA", description="gradient ascent on the forget set")
-def gradient_ascent(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: int = 5, lr: float = 3e-4,
+def gradient_ascent(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: int = 10, lr: float = 1e-4,
                     batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 0.0,
                     stop_accuracy: float | None = 0.05, seed: int = 0, progress: bool = False) -> nn.Module:
     """GA: maximise the cross-entropy on D_u (SGD on its negative); batch-norm statistics frozen.
@@ -295,7 +312,7 @@ def woodfisher_inverse_product(model: nn.Module, data: Dataset, v: torch.Tensor,
 
 
 @register_method("IU", description="influence unlearning: one Newton step with the WoodFisher inverse Fisher")
-def influence_unlearning(original: nn.Module, forget: Dataset, retain: Dataset, *, alpha: float = 1.0,
+def influence_unlearning(original: nn.Module, forget: Dataset, retain: Dataset, *, alpha: float = 0.0025,
                          damping: float = 1e-3, n_fisher: int = 64, seed: int = 0,
                          progress: bool = False) -> nn.Module:
     """IU: theta_u = theta + alpha * F_r^{-1} v, with v = (n_u / n) * (mean grad on D_u - mean grad on D_r).
@@ -324,9 +341,9 @@ def influence_unlearning(original: nn.Module, forget: Dataset, retain: Dataset, 
 
 
 @register_method("l1-sparse", description="fine-tuning on the retain set with a decaying l1 penalty")
-def l1_sparse(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: int = 3, lr: float = 0.05,
+def l1_sparse(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: int = 2, lr: float = 0.15,
               gamma: float = 5e-4, batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 0.0,
-              seed: int = 0, progress: bool = False) -> nn.Module:
+              schedule: str = "linear", seed: int = 0, progress: bool = False) -> nn.Module:
     """l1-sparse: FT with loss CE + gamma_t * ||theta||_1, gamma_t = gamma * (1 - t / T) (Jia et al., 2023)."""
     seed_everything(seed)
 
@@ -335,7 +352,7 @@ def l1_sparse(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: 
         return g * sum(p.abs().sum() for p in model.parameters())
 
     return sgd_loop(clone_model(original), retain, epochs=epochs, lr=lr, batch_size=batch_size,
-                    momentum=momentum, weight_decay=weight_decay, seed=seed, penalty=penalty,
+                    momentum=momentum, weight_decay=weight_decay, schedule=schedule, seed=seed, penalty=penalty,
                     progress=progress, desc="l1-sparse")
 
 
@@ -343,7 +360,7 @@ def saliency_mask(model: nn.Module, forget: Dataset, mask_ratio: float = 0.5) ->
     """SalUn's weight-saliency mask (Fan et al., 2024, eq. 4): the top ``mask_ratio`` share of weights.
 
     Saliency = |d sum_{D_u} CE / d theta| at ``model`` (eval mode); one global threshold over all
-    parameters. Returns boolean tensors shaped like ``model.parameters()`` (True = may move).
+    parameters (exactly the top share, ties broken arbitrarily). Returns boolean tensors shaped like ``model.parameters()`` (True = may move).
     """
     if not 0.0 < mask_ratio <= 1.0:
         raise CourseError(f"mask_ratio must lie in (0, 1]; got {mask_ratio}.")
@@ -354,8 +371,13 @@ def saliency_mask(model: nn.Module, forget: Dataset, mask_ratio: float = 0.5) ->
     grads = [g.abs() for g in torch.autograd.grad(loss, params)]
     flat = torch.cat([g.reshape(-1) for g in grads])
     k = max(1, int(round(mask_ratio * flat.numel())))
-    threshold = torch.topk(flat, k, sorted=False).values.min()
-    return [g >= threshold for g in grads]
+    keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    keep[torch.topk(flat, k, sorted=False).indices] = True   # exactly k weights, ties broken by topk
+    out, offset = [], 0
+    for g in grads:
+        out.append(keep[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+    return out
 
 
 @register_method("SalUn", description="saliency mask (top 50 % weights) + random labels; masked weights frozen")

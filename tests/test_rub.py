@@ -1,0 +1,169 @@
+"""RUB for classification: methods, registry, MIA, UMA, the resumable benchmark and its CLI (quick profile)."""
+import json
+
+import pytest
+import torch
+
+from course_lib.attacks.uma import robustness_verdict, unlearning_mapping_attack
+from course_lib.cli import main
+from course_lib.data import load
+from course_lib.errors import CourseError
+from course_lib.experiments.rub import read_rows, row_id, run_rub
+from course_lib.models import build_model
+from course_lib.train import train_model
+from course_lib.unlearn import get_method, list_methods, register_method, unregister_method
+from course_lib.unlearn.methods import saliency_mask, salun, woodfisher_inverse_product
+
+
+@pytest.fixture(scope="module")
+def digits_model():
+    """A small MLP trained on scikit-learn's digits (seconds), with forget = class 0."""
+    torch.manual_seed(0)
+    train = load("digits", "train")
+    model = build_model("mlp", train.input_shape, train.num_classes, width=8)
+    train_model(model, train, epochs=3, lr=0.05, batch_size=64, progress=False)
+    forget_idx = torch.nonzero(train.y == 0).flatten()
+    return model, train.subset(forget_idx), train.without(forget_idx)
+
+
+def test_registry_runs_a_learners_method_and_rejects_unknown_names(digits_model):
+    model, forget, retain = digits_model
+    assert {"retrain", "FT", "GA", "RL", "IU", "l1-sparse", "SalUn"} <= set(list_methods())
+
+    @register_method("test-identity", description="returns a copy")
+    def identity(original, forget, retain, *, seed=0, progress=False):
+        import copy
+        return copy.deepcopy(original)
+
+    try:
+        assert "test-identity" in list_methods()
+        out = get_method("test-identity")(model, forget, retain, seed=1)
+        assert out is not model
+    finally:
+        unregister_method("test-identity")
+    with pytest.raises(CourseError, match="Unknown unlearning method"):
+        get_method("does-not-exist")
+    with pytest.raises(CourseError, match="must take"):
+        register_method("bad")(lambda model: model)
+
+
+def test_salun_mask_is_a_hard_constraint(digits_model):
+    model, forget, retain = digits_model
+    mask = saliency_mask(model, forget, mask_ratio=0.5)
+    share = sum(int(m.sum()) for m in mask) / sum(m.numel() for m in mask)
+    assert 0.45 <= share <= 0.55
+    # momentum and weight decay would move every weight; the hard mask must keep the others fixed
+    unlearned = salun(model, forget, retain, epochs=1, lr=0.05, momentum=0.9, weight_decay=5e-2, seed=0)
+    moved = 0
+    for p0, p1, m in zip(model.parameters(), unlearned.parameters(), mask):
+        assert torch.equal(p0[~m], p1[~m]), "a non-salient weight moved"
+        moved += int((p0[m] != p1[m]).sum())
+    assert moved > 0.5 * sum(int(m.sum()) for m in mask)
+
+
+def test_woodfisher_equals_the_dense_damped_fisher_inverse():
+    torch.manual_seed(0)
+    train = load("digits", "train").subset(range(40))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3), torch.nn.ReLU(), torch.nn.Linear(3, 10))
+    v = torch.randn(sum(p.numel() for p in model.parameters()))
+    damping = 0.05
+    got = woodfisher_inverse_product(model, train, v, n_samples=40, damping=damping, seed=0)
+    grads = []
+    for i in range(40):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(train.x[i:i + 1]), train.y[i:i + 1], reduction="sum").backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    G = torch.stack(grads).double()
+    fisher = damping * torch.eye(G.shape[1], dtype=torch.float64) + G.T @ G / 40
+    want = torch.linalg.solve(fisher, v.double()).float()
+    assert torch.allclose(got, want, rtol=1e-3, atol=1e-3 * want.abs().max().item())
+
+
+def test_uma_stays_in_the_ball_and_maps_back(digits_model):
+    model, forget, retain = digits_model
+    unlearned = get_method("GA")(model, forget, retain, lr=1e-3, epochs=20, seed=0)
+    x = forget.x[:40]
+    eps = 16 / 255
+    res = unlearning_mapping_attack(unlearned, model, x, eps=eps, steps=10, seed=0)
+    assert (res.x_adv - x).abs().max() <= eps + 1e-6
+    assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    assert (res.divergence_after <= res.divergence_before + 1e-6).all()
+    assert res.divergence_after.mean() < 0.7 * res.divergence_before.mean()
+    assert res.cost()["gradient_evaluations"] == 40 * 10 and res.seconds > 0
+    none = unlearning_mapping_attack(unlearned, model, x, eps=0.0, steps=10)
+    assert torch.equal(none.x_adv, x) and none.steps == 0
+    with pytest.raises(CourseError):
+        unlearning_mapping_attack(unlearned, model, x, eps=-0.1)
+    v = robustness_verdict(res.divergence_after, res.divergence_before, torch.zeros(5), eps1=0.5, eps2=0.1)
+    assert set(v) >= {"robust", "mapped_back_share", "forgets", "keeps_utility"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """The whole quick benchmark on mnist-5k, class 0 forgotten, eps 0 and 16/255."""
+    out = tmp_path_factory.mktemp("rub")
+    return run_rub("mnist-5k", profile="quick", methods="all", eps=[0, 16 / 255], out=out, progress=False)
+
+
+def test_quick_benchmark_every_method_forgets_and_keeps_accuracy(quick_run):
+    summ = {r["method"]: r for r in quick_run.summary()}
+    orig = summ["Original"]
+    assert orig["ua_mean@0"] >= 95 and orig["ta_mean"] >= 95
+    for m in ["retrain", "FT", "GA", "RL", "IU", "l1-sparse", "SalUn"]:
+        assert summ[m]["ua_mean@0"] <= 10.0, (m, summ[m]["ua_mean@0"])
+        assert summ[m]["ta_mean"] >= orig["ta_mean"] - 5.0, (m, summ[m]["ta_mean"])
+    # the shadow-model MIA tells the original (members) from the retrained model (not members)
+    assert orig["mia_mean@0"] >= 0.5
+    assert summ["retrain"]["mia_mean@0"] <= 0.2
+    assert summ["retrain"]["mia_svc_mean@0"] >= 0.8
+
+
+def test_quick_benchmark_shows_the_rub_pattern(quick_run):
+    pattern = quick_run.rub_pattern(16 / 255)
+    assert pattern["retrain_ua_under_attack"] <= 5.0
+    regain = [m for m in ("FT", "IU", "l1-sparse", "GA") if pattern["ua_gain_points"][m] >= 30]
+    assert len(regain) >= 2, pattern
+    table = quick_run.table()
+    assert "UA (ε=16/255)" in table.columns and "retrain" in table.index
+    d = quick_run.to_dict()
+    json.dumps(d)
+    assert len(d["rows"]) == 1 + 7 * 2
+
+
+def test_interrupted_run_resumes_with_exactly_one_row_each(tmp_path):
+    calls = []
+
+    def stop_after_two(row):
+        calls.append(row_id(row))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    kwargs = dict(profile="quick", methods=["FT", "GA"], eps=[0, 8 / 255], seeds=2, out=tmp_path, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_rub("mnist-5k", on_row=stop_after_two, **kwargs)
+    files = list(tmp_path.glob("*.jsonl"))
+    assert len(files) == 1 and len(read_rows(files[0])) == 2
+    again = []
+    result = run_rub("mnist-5k", on_row=lambda r: again.append(row_id(r)), **kwargs)
+    assert not set(again) & set(calls), "a row was recomputed"
+    ids = [row_id(r) for r in read_rows(files[0])]
+    expected = {("original", 0, 0.0)} | {(m, s, round(e, 10)) for m in ("FT", "GA") for s in (0, 1)
+                                         for e in (0.0, 8 / 255)}
+    assert len(ids) == len(set(ids)) == len(expected) and set(ids) == expected
+    assert result.computed_rows == len(expected) - 2
+    # a third run computes nothing
+    assert run_rub("mnist-5k", **kwargs).computed_rows == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "FT,nope"], "Unknown unlearning method"),
+    (["--eps", "0,-8/255"], "eps"),
+    (["--eps", "2"], "eps"),
+    (["--forget-classes", "12"], "Unknown forget class"),
+])
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    assert main(["rub", "--profile", "quick", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())
