@@ -255,7 +255,7 @@ def finetune_model(original: nn.Module, unlearned: nn.Module, strength: float, *
     if lr == 0:
         defended.eval()
         return defended
-    return finetune(defended, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+    return finetune(defended, _in_dtype_of(data, defended), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                     progress=progress, desc="fine-tuning defense")
 
 
@@ -352,16 +352,29 @@ def apply_defense(name: str, original: nn.Module, unlearned: nn.Module, strength
     return defense.function(original, unlearned, strength, seed=seed, **{**defense.options, **options})
 
 
+def _in_dtype_of(data: Dataset, model: nn.Module) -> Dataset:
+    """``data`` with features in the dtype of ``model``'s parameters (float64 models exist: chapter 3)."""
+    dtype = next(model.parameters()).dtype
+    if data.x.dtype == dtype:
+        return data
+    return Dataset(data.name, data.x.to(dtype), data.y, list(data.classes), data.kind, list(data.feature_names))
+
+
+def validation_accuracy(model: nn.Module, validation: Dataset) -> float:
+    """Share of ``validation`` that ``model`` classifies correctly (0..1), in the model's precision."""
+    return accuracy(model, _in_dtype_of(validation, model))
+
+
 def accuracy_ratio(defended: nn.Module, unlearned: nn.Module, validation: Dataset) -> float:
     """Utility of a defense (Section 7): ``acc(defended) / acc(unlearned)`` on ``validation``.
 
     1.0 = no utility lost; the paper's Table 4 reports it averaged over the removed samples.
-    It can exceed 1 (fine-tuning may improve the model).
+    It can exceed 1 (fine-tuning may improve the model). Chapter 6.
     """
-    base = accuracy(unlearned, validation)
+    base = validation_accuracy(unlearned, validation)
     if not base > 0:
         raise CourseError("The undefended unlearned model has zero validation accuracy; the ratio is undefined.")
-    return accuracy(defended, validation) / base
+    return validation_accuracy(defended, validation) / base
 
 
 def sparsity(model: nn.Module) -> float:
