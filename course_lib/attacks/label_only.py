@@ -305,29 +305,32 @@ def probe_unlearned_labels(original_api: BlackBoxAPI, unlearned_api: BlackBoxAPI
                            k: int = 1) -> LabelOnlyInference:
     """Query the boundary probes on both label APIs; the class whose probes flip most was unlearned.
 
-    The original labels are queried again (they equal ``probes.label`` for an unchanged original
-    API). A class without boundary probes scores 0. Attack code: sees only the two APIs.
+    ``original_api=None`` uses the labels recorded when the probes were built (no queries); an API
+    is queried again (the same labels for an unchanged original, useful for a defended one). A
+    class without boundary probes scores 0. Attack code: sees only the two APIs.
 
     Used by chapter 4 and chapter 6.
     """
     for api in (original_api, unlearned_api):
-        if not isinstance(api, BlackBoxAPI):
+        if api is not None and not isinstance(api, BlackBoxAPI):
             raise CourseError("probe_unlearned_labels needs BlackBoxAPI objects (query access only).")
     start = time.perf_counter()
-    q0, q1 = original_api.queries, unlearned_api.queries
+    q0 = original_api.queries if original_api is not None else 0
+    q1 = unlearned_api.queries
 
     def labels_of(api, x):
         out = api.query(x)
         return out.argmax(1) if out.ndim == 2 else out
 
-    before = labels_of(original_api, probes.x)
+    # the labels recorded while building the probes, or a fresh answer of the original API
+    before = probes.label if original_api is None else labels_of(original_api, probes.x)
     after = labels_of(unlearned_api, probes.x)
     flipped = (after != before).double()
     counts = torch.bincount(before, minlength=probes.num_classes)
     flips = torch.bincount(before, weights=flipped, minlength=probes.num_classes)
     share = torch.where(counts > 0, flips / counts.clamp_min(1), torch.zeros_like(flips))
     return LabelOnlyInference(flip_share=share, counts=counts.tolist(), inferred=top_k_classes(share, k),
-                              queries={"original": original_api.queries - q0,
+                              queries={"original": (original_api.queries - q0) if original_api is not None else 0,
                                        "unlearned": unlearned_api.queries - q1},
                               seconds=time.perf_counter() - start)
 

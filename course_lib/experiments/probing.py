@@ -382,7 +382,6 @@ def run_label_inference(dataset: str = "mnist-5k", *, profile: str | None = None
         probe_sets[cfg.fewer_probes] = probes.per_class(cfg.fewer_probes)
     boundary = setup.boundary_probes(label_only_config, progress=progress) if cfg.label_only else None
     original = setup.api(name="original")
-    original_labels = setup.api(output="labels", name="original")
     rows, betas, multi = [], {}, []
     probing_queries = {"probs": 0, "labels": 0}
 
@@ -402,8 +401,7 @@ def run_label_inference(dataset: str = "mnist-5k", *, profile: str | None = None
                     beta_rows[m].append([float(b) for b in res.beta])
                     probing_queries["probs"] += sum(res.queries.values())
                 if boundary is not None:
-                    res = probe_unlearned_labels(original_labels, setup.api(unlearned_model, "labels", "unlearned"),
-                                                 boundary)
+                    res = probe_unlearned_labels(None, setup.api(unlearned_model, "labels", "unlearned"), boundary)
                     lo_inferred.append(res.inferred[0])
                     lo_beta.append([float(b) for b in res.flip_share])
                     probing_queries["labels"] += sum(res.queries.values())
@@ -552,7 +550,7 @@ def run_infer_label(dataset: str = "mnist-5k", *, unlearning: str = "approximate
             res = probe_unlearned(original, setup.api(model_u, name="unlearned"), probes, k=len(classes))
             delta = [float(b) for b in res.beta]
         else:
-            res = probe_unlearned_labels(original, setup.api(model_u, "labels", "unlearned"), boundary, k=len(classes))
+            res = probe_unlearned_labels(None, setup.api(model_u, "labels", "unlearned"), boundary, k=len(classes))
             delta = [float(b) for b in res.flip_share]
         probing += sum(res.queries.values())
         cases.append({"true": classes, "inferred": res.inferred, "correct": len(set(classes) & set(res.inferred)),
