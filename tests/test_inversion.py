@@ -101,26 +101,60 @@ def test_bad_inputs_raise_course_errors(pipe):
         run_recovery(pipeline=pipe, unlearning="forget-me", progress=False)
 
 
-def test_approximate_unlearning_leaks_the_digit(pipe):
-    """Quick version of the bar: one removed digit recovered far above the mean-image baseline."""
-    result = run_recovery(pipeline=pipe, unlearning="approximate", seed=0, progress=False, profile="quick")
+@pytest.fixture(scope="module")
+def digits_pipe():
+    return prepare_pipeline("digits", profile="quick", progress=False)
+
+
+def test_approximate_unlearning_leaks_the_digit(digits_pipe):
+    """Quick version of the approximate bar, on the 8x8 digits the quick budget can invert.
+
+    (On MNIST-5k the quick budget is too small: its 8-seed median is reported in the issue.)
+    """
+    result = run_recovery(pipeline=digits_pipe, unlearning="approximate", seed=1, progress=False, profile="quick")
     psnr = result.samples[0]["psnr"]
-    assert psnr >= 20.0
-    assert psnr >= result.summary["baseline_mean_image_psnr"] + 8.0
+    assert psnr >= 25.0
+    assert psnr >= result.summary["baseline_mean_image_psnr"] + 10.0
+    assert result.summary["attack_cosine"] > 0.95
     assert result.cost["restart_iterations"] > 0 and result.cost["seconds"] > 0
 
 
-def test_exact_unlearning_of_a_small_training_set_leaks(pipe):
-    """Quick version: training set of 8, PSNR at least 3 dB above the mean-image baseline."""
-    result = run_recovery(pipeline=pipe, unlearning="exact", train_size=8, seed=1, progress=False, profile="quick")
-    assert result.summary["mean_psnr"] >= result.summary["baseline_mean_image_psnr"] + 3.0
+def test_exact_unlearning_of_a_small_training_set_leaks(digits_pipe):
+    """Quick version of the exact bar: training set of 8, mean PSNR >= mean-image baseline + 3 dB."""
+    psnr, base = [], []
+    for j in range(3):
+        r = run_recovery(pipeline=digits_pipe, unlearning="exact", train_size=8, forget=[j], seed=0, progress=False,
+                         profile="quick")
+        psnr.append(r.samples[0]["psnr"])
+        base.append(r.summary["baseline_mean_image_psnr"])
+    assert sum(psnr) / 3 >= sum(base) / 3 + 3.0
+
+
+def test_several_samples_recovered_jointly_and_matched(digits_pipe):
+    """Quick version of the multi-sample bar: 4 digits removed at once, the best one comes back."""
+    r = run_recovery(pipeline=digits_pipe, unlearning="approximate", num_unlearn=4, seed=0, progress=False,
+                     profile="quick")
+    assert len(r.samples) == 4 and len({s["index"] for s in r.samples}) == 4
+    assert max(s["psnr"] for s in r.samples) >= r.summary["baseline_mean_image_psnr"] + 6.0
+
+
+def test_exact_unlearning_leaks_only_within_one_batch(pipe):
+    """The reference estimator is exact for N <= b (one batch) and loses the sample beyond it."""
+    one_batch = make_unlearning_case(pipeline=pipe, unlearning="exact", train_size=16, seed=5)
+    two_batches = make_unlearning_case(pipeline=pipe, unlearning="exact", train_size=200, seed=5)
+    cos = []
+    for case, n in ((one_batch, 16), (two_batches, 200)):
+        ref = estimate_gradient_reference(case.original, case.unlearned, case.pretrained, train_size=n)
+        cos.append(gradient_cosine(ref, true_gradient(case.pretrained, case.forget)))
+    assert cos[0] > 0.9999 and cos[1] < 0.9
 
 
 def test_unknown_label_is_inferred(pipe):
     result = run_recovery(pipeline=pipe, unlearning="approximate", label="unknown", seed=2, progress=False,
-                          profile="quick", iterations=150)
+                          profile="quick", iterations=30, restarts=2)
     assert result.samples[0]["inferred_label"] == result.samples[0]["label"]
     assert result.summary["analytic_labels"] == [result.samples[0]["label"]]
+    assert result.summary["label_accuracy"] == 1.0
 
 
 def test_german_credit_row_recovered():

@@ -76,9 +76,17 @@ class InversionConfig:
     init:
         ``"uniform"`` (U[0, 1) pixels) or ``"gray"`` (0.5 plus small noise).
     label_strategy:
-        With unknown labels: ``"joint"`` optimises a soft label per sample together with x'
-        (the paper's Appendix B, initialised uniform), ``"analytic"`` reads the labels from the
-        last layer's gradient and then treats them as known.
+        With unknown labels: ``"analytic"`` (default) reads the labels from the last layer's
+        gradient and then treats them as known; ``"joint"`` optimises a soft label per sample
+        together with x' (the paper's Appendix B, initialised uniform), which on MNIST often
+        settles on a wrong label within a CPU budget.
+    soft_known_label:
+        With known labels, still optimise the dummy label y' of eq. (3) as a soft vector,
+        started at the known label (off by default: the label stays fixed).
+    layer_weighting:
+        ``"none"``: eq. (5), one cosine over all parameters (default). ``"equal"``: the mean of
+        per-parameter-tensor cosines, so early layers (which carry pixel detail but little of the
+        gradient's norm) weigh as much as deep ones. A variant for experiments, not the paper's.
     batched:
         ``True`` optimises all restarts in one vmapped batch; ``False`` one after another.
     prune_at, prune_keep:
@@ -97,7 +105,9 @@ class InversionConfig:
     decay_at: tuple[float, ...] = (0.375, 0.625, 0.875)
     decay_factor: float = 0.2
     init: str = "uniform"
-    label_strategy: str = "joint"
+    label_strategy: str = "analytic"
+    soft_known_label: bool = False
+    layer_weighting: str = "none"
     batched: bool = True
     prune_at: tuple[float, ...] = (0.15, 0.3)
     prune_keep: float = 0.25
@@ -134,8 +144,9 @@ class InversionConfig:
             raise CourseError(f"The learning rate must be positive; got {self.lr}.")
         if self.tv_weight < 0:
             raise CourseError(f"tv_weight must be >= 0; got {self.tv_weight}.")
-        check_choice(self.init, ("uniform", "gray"), "initialisation")
+        check_choice(self.init, ("uniform", "gray", "dark"), "initialisation")
         check_choice(self.label_strategy, ("joint", "analytic"), "label strategy")
+        check_choice(self.layer_weighting, ("none", "equal"), "layer weighting")
         if not 0 < self.prune_keep <= 1:
             raise CourseError(f"prune_keep must lie in (0, 1]; got {self.prune_keep}.")
         return self
@@ -250,9 +261,17 @@ def _attack_model(model: nn.Module) -> nn.Module:
 
 
 def _per_restart_loss(model: nn.Module, params: dict, buffers: dict, target_unit: torch.Tensor,
-                      tv_weight: float, image: bool) -> Callable:
-    """The attack loss of one restart, ``f(x (K, ...), y_soft (K, classes)) -> scalar``."""
+                      tv_weight: float, image: bool, layer_weighting: str = "none") -> Callable:
+    """The attack loss of one restart, ``f(x (K, ...), y_soft (K, classes)) -> scalar``.
+
+    ``layer_weighting="none"`` is eq. (5) on the concatenated gradient; ``"equal"`` averages the
+    cosines of the individual parameter tensors instead (each layer counts the same).
+    """
     names = list(params)
+    sizes = [params[n].numel() for n in names]
+    if layer_weighting == "equal":
+        pieces = torch.split(target_unit, sizes)
+        layer_targets = [t / (t.norm() + 1e-30) for t in pieces]
 
     def loss(x: torch.Tensor, y_soft: torch.Tensor) -> torch.Tensor:
         def ce(p):
@@ -260,8 +279,12 @@ def _per_restart_loss(model: nn.Module, params: dict, buffers: dict, target_unit
             return -(y_soft * F.log_softmax(out, dim=-1)).sum()
 
         g = grad(ce)(params)
-        flat = torch.cat([g[n].reshape(-1) for n in names])
-        value = cosine_loss(flat, target_unit)
+        if layer_weighting == "equal":
+            cos = [g[n].reshape(-1) @ t / (g[n].norm() + 1e-20) for n, t in zip(names, layer_targets)]
+            value = 1.0 - torch.stack(cos).mean()
+        else:
+            flat = torch.cat([g[n].reshape(-1) for n in names])
+            value = cosine_loss(flat, target_unit)
         if image and tv_weight > 0:
             value = value + tv_weight * total_variation(x).mean()
         return value
@@ -272,6 +295,8 @@ def _per_restart_loss(model: nn.Module, params: dict, buffers: dict, target_unit
 def _init_inputs(shape: tuple[int, ...], init: str, gen: torch.Generator) -> torch.Tensor:
     if init == "uniform":
         return torch.rand(shape, generator=gen)
+    if init == "dark":
+        return 0.2 * torch.rand(shape, generator=gen)
     return (0.5 + 0.05 * torch.randn(shape, generator=gen)).clamp_(0, 1)
 
 
@@ -406,14 +431,19 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
     R, K = config.restarts, num_samples
     gen = torch.Generator().manual_seed(int(seed))
     x = _init_inputs((R, K) + input_shape, config.init, gen).to(device)
-    if labels_t is not None:
+    if labels_t is not None and config.soft_known_label:
+        # eq. (3)-(4) optimise the dummy label y' too: start it at the known label, let it move
+        y_fixed = None
+        z = (4.0 * F.one_hot(labels_t, num_classes).float()).to(device).expand(R, K, num_classes).contiguous()
+    elif labels_t is not None:
         y_fixed = F.one_hot(labels_t, num_classes).float().to(device).expand(R, K, num_classes).contiguous()
         z = None
     else:
         y_fixed = None
         z = torch.zeros(R, K, num_classes, device=device)  # uniform soft label, as in Appendix B
 
-    loss_fn = _per_restart_loss(model, params, buffers, target_unit, config.tv_weight, image)
+    loss_fn = _per_restart_loss(model, params, buffers, target_unit, config.tv_weight, image,
+                                config.layer_weighting)
     bar = tqdm(total=R * config.iterations, desc=f"inversion ({R} restart{'s' if R > 1 else ''}"
                f"{', batched' if config.batched and R > 1 else ''})", unit="restart-it",
                disable=not config.progress, leave=False)
@@ -441,7 +471,7 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
     # score every restart on its final, projected input (no ground truth involved)
     final = torch.stack([loss_fn(x[r], y_final[r]).detach() for r in range(x.shape[0])])
     best = int(torch.argmin(final))
-    if z is not None:
+    if z is not None and labels_t is None:
         labels_out = z[best].argmax(dim=-1).cpu()
     else:
         labels_out = labels_t.cpu()

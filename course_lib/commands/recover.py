@@ -24,8 +24,9 @@ def register(sub) -> None:
                    help="whether the attacker knows the removed samples' labels (default known)")
     p.add_argument("--restarts", type=int, default=None, help="random restarts (default: the profile's)")
     p.add_argument("--iterations", type=int, default=None, help="Adam iterations (default: the profile's)")
-    p.add_argument("--precision", choices=("float64", "float32"), default="float64",
-                   help="precision in which the developer stores M and M_u (default float64)")
+    p.add_argument("--precision", choices=("auto", "float64", "float32"), default="auto",
+                   help="precision in which the developer keeps M and M_u (default auto: float64 where "
+                        "float32 rounding would hide the update)")
     p.add_argument("--estimator", choices=("difference", "reference"), default="difference",
                    help="gradient estimate: eq. 2 theta - theta_u (default), or 'reference', which also uses "
                         "M0 and the training-set size")

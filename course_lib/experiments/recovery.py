@@ -15,10 +15,11 @@ Seeds and precision
 -------------------
 ``seed`` chooses the training subset, the removed samples and the attack's random starts; the
 pre-trained M0 comes from the cached pipeline of ``pipeline_seed`` (default 0), so several seeds
-reuse one M0. ``precision="float64"`` (the default) lets the developer keep M and M_u in double
-precision, because float32 rounds away part of the tiny approximate-unlearning update of a
-well-fitted sample (see :mod:`course_lib.attacks.gradient_estimation`); ``"float32"`` is the
-plain deployment, for comparison.
+reuse one M0. ``precision="float64"`` lets the developer keep M and M_u in double precision,
+because float32 rounds away part of the tiny approximate-unlearning update of a well-fitted sample
+(see :mod:`course_lib.attacks.gradient_estimation`); ``"float32"`` is the plain deployment, for
+comparison; ``"auto"`` (the default) picks float64 where rounding matters (approximate unlearning,
+training sets of one batch) and float32 elsewhere (see :func:`make_unlearning_case`).
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ from ..unlearn.paper import approximate_unlearning, exact_unlearning
 UNLEARNING_METHODS = ("approximate", "exact")
 LABEL_MODES = ("known", "unknown")
 ESTIMATORS = ("difference", "reference")
-PRECISIONS = ("float32", "float64")
+PRECISIONS = ("auto", "float32", "float64")
 
 
 def _mean(values):
@@ -248,7 +249,7 @@ class UnlearningCase:
 def make_unlearning_case(dataset: str = "mnist-5k", model: str | None = None, *, unlearning: str = "approximate",
                          num_unlearn: int = 1, train_size: int | None = None, epochs: int | None = None,
                          momentum: float = 0.0, profile: str | None = None, seed: int = 0,
-                         pipeline_seed: int = 0, precision: str = "float64", pipeline=None,
+                         pipeline_seed: int = 0, precision: str = "auto", pipeline=None,
                          forget: list[int] | None = None, progress: bool = False) -> UnlearningCase:
     """The developer's side: fine-tune M0 on the training set into M, then unlearn samples.
 
@@ -266,6 +267,14 @@ def make_unlearning_case(dataset: str = "mnist-5k", model: str | None = None, *,
     forget:
         Positions *in the training set* of the samples to remove (default: ``num_unlearn`` chosen
         by ``seed``); Table 2 of the paper removes each of the 8 samples of one training set in turn.
+    precision:
+        ``"float64"``, ``"float32"`` or ``"auto"``: float64 for approximate unlearning and for
+        training sets of at most one batch (where float32 rounding would hide the removed
+        sample's tiny step), float32 for exact unlearning of larger sets (where retraining's
+        reshuffled batches dwarf rounding, and double-precision retraining is slow on a CPU).
+
+    With the whole of Du, the profile's epochs and no momentum, M is the pipeline's cached
+    deployed model (cast to the chosen precision) instead of a new fine-tuning run.
 
     Chapter 2's lab and :func:`run_recovery` call this.
     """
@@ -296,11 +305,16 @@ def make_unlearning_case(dataset: str = "mnist-5k", model: str | None = None, *,
         forget_local = torch.as_tensor(sorted(set(int(f) for f in forget)), dtype=torch.long)
     else:
         forget_local = sample_indices(train, int(num_unlearn), seed=seed + 1000).sort().values
+    lr, batch = prof.finetune_lr, prof.finetune_batch_size
+    if precision == "auto":
+        precision = "float64" if unlearning == "approximate" or len(train) <= batch else "float32"
     train_p = _data_in_precision(train, precision)
     m0 = _in_precision(pipe.pretrained, precision)
-    lr, batch = prof.finetune_lr, prof.finetune_batch_size
-    original = finetune(copy.deepcopy(m0), train_p, epochs=epochs, lr=lr, batch_size=batch, momentum=momentum,
-                        seed=pipe.seed, progress=False, desc="fine-tune M")
+    if train_size is None and epochs == pipe.finetune_epochs and momentum == 0.0:
+        original = _in_precision(pipe.deployed, precision)  # the cached M, trained exactly like this
+    else:
+        original = finetune(copy.deepcopy(m0), train_p, epochs=epochs, lr=lr, batch_size=batch, momentum=momentum,
+                            seed=pipe.seed, progress=False, desc="fine-tune M")
     forget = train_p.subset(forget_local)
     if unlearning == "approximate":
         unlearned = approximate_unlearning(m0, original, forget, lr=lr, epochs=epochs, batch_size=batch)
@@ -318,7 +332,7 @@ def make_unlearning_case(dataset: str = "mnist-5k", model: str | None = None, *,
 def run_recovery(dataset: str = "mnist-5k", model: str | None = None, unlearning: str = "approximate",
                  num_unlearn: int = 1, train_size: int | None = None, epochs: int | None = None,
                  label: str = "known", restarts: int | None = None, iterations: int | None = None,
-                 profile: str | None = None, seed: int = 0, *, precision: str = "float64",
+                 profile: str | None = None, seed: int = 0, *, precision: str = "auto",
                  pipeline_seed: int = 0, pipeline=None, config: InversionConfig | None = None,
                  estimator: str = "difference", forget: list[int] | None = None, progress: bool = True,
                  **config_overrides) -> RecoveryResult:
