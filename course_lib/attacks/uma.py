@@ -12,8 +12,9 @@ descent (Madry et al., 2018): ``steps`` signed-gradient steps of size ``step_siz
 2.5 * eps / steps) from a random start in the ball, each followed by projection onto the
 L-inf ball and the [0, 1] pixel box, keeping for each sample the delta with the lowest D seen.
 
-Proposition 4 (robust unlearning) asks that, for every x in D_u, even the best delta leaves
-D > eps1; :func:`robustness_verdict` checks it on the attack's result.
+Proposition 4 (robust unlearning) asks that, for every x in D_u, even the best delta leaves the
+outputs more than eps1 apart, ||f_u(x + delta) - f(x)|| > eps1; :func:`robustness_verdict` checks
+it on the attack's result with the total-variation norm (:func:`total_variation`).
 """
 from __future__ import annotations
 
@@ -31,6 +32,29 @@ from ..errors import CourseError, check_range
 def kl_to_original(log_p_u: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
     """KL(p_u || p) per row for log-probabilities ``(N, K)`` -> ``(N,)`` nats."""
     return (log_p_u.exp() * (log_p_u - log_p)).sum(1)
+
+
+def total_variation(log_p_u: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+    """Total-variation distance 1/2 ||p_u - p||_1 per row ``(N,)``, in [0, 1].
+
+    Propositions 3-4 measure closeness with a norm of the outputs; we use this one because it is
+    readable: if p is one-hot on class y and the distance is below 1/2, then p_u gives y more than
+    half of its mass, so the prediction is back.
+    """
+    return 0.5 * (log_p_u.exp() - log_p.exp()).abs().sum(1)
+
+
+@torch.no_grad()
+def output_distance(model_u: nn.Module, model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """||f_u(x) - f(x)|| as total variation per sample ``(N,)`` in [0, 1] (eq. 1, Proposition 4)."""
+    model_u.eval()
+    model.eval()
+    device = next(model_u.parameters()).device
+    out = []
+    for s in range(0, len(x), batch_size):
+        xb = x[s:s + batch_size].to(device)
+        out.append(total_variation(F.log_softmax(model_u(xb), 1), F.log_softmax(model(xb), 1)).cpu())
+    return torch.cat(out) if out else torch.empty(0)
 
 
 @torch.no_grad()
@@ -56,6 +80,9 @@ class UMAResult:
         Attacked inputs x + delta, ``(N, C, H, W)`` in [0, 1].
     divergence_before, divergence_after:
         D[f_u(x), f(x)] and D[f_u(x + delta), f(x)] per sample, ``(N,)`` in nats.
+    distance_before, distance_after:
+        The same comparison as total variation 1/2 ||p_u - p||_1 in [0, 1] (at the best delta found
+        for D), the norm that :func:`robustness_verdict` applies Proposition 4 with.
     eps, steps, step_size:
         The L-inf radius (pixel units, [0, 1] scale), PGD iterations and step size.
     seconds:
@@ -69,6 +96,8 @@ class UMAResult:
     steps: int
     step_size: float
     seconds: float
+    distance_before: torch.Tensor | None = None
+    distance_after: torch.Tensor | None = None
 
     @property
     def gradient_evaluations(self) -> int:
@@ -111,7 +140,7 @@ def unlearning_mapping_attack(unlearned: nn.Module, original: nn.Module, x: torc
     alpha = float(step_size) if step_size is not None else (2.5 * eps / steps if steps else 0.0)
     gen = torch.Generator().manual_seed(int(seed))
     t0 = time.perf_counter()
-    advs, before, after = [], [], []
+    advs, before, after, tv0, tv1 = [], [], [], [], []
     req = [p.requires_grad for p in unlearned.parameters()]
     for p in unlearned.parameters():
         p.requires_grad_(False)
@@ -148,6 +177,9 @@ def unlearning_mapping_attack(unlearned: nn.Module, original: nn.Module, x: torc
                     best_x[better] = (xb + delta)[better]
             else:
                 bar.update(len(xb))
+            with torch.no_grad():
+                tv0.append(total_variation(F.log_softmax(unlearned(xb), 1), log_p).cpu())
+                tv1.append(total_variation(F.log_softmax(unlearned(best_x), 1), log_p).cpu())
             advs.append(best_x.cpu())
             before.append(d0.cpu())
             after.append(best_d.cpu())
@@ -156,34 +188,37 @@ def unlearning_mapping_attack(unlearned: nn.Module, original: nn.Module, x: torc
         for p, r in zip(unlearned.parameters(), req):
             p.requires_grad_(r)
     cat = (lambda t: torch.cat(t)) if advs else (lambda t: torch.empty(0))
-    return UMAResult(cat(advs), cat(before), cat(after), eps, steps, alpha, time.perf_counter() - t0)
+    return UMAResult(cat(advs), cat(before), cat(after), eps, steps, alpha, time.perf_counter() - t0,
+                     cat(tv0), cat(tv1))
 
 
-def robustness_verdict(divergence_after: torch.Tensor, divergence_forget: torch.Tensor,
-                       divergence_retain: torch.Tensor, *, eps1: float, eps2: float) -> dict:
-    """Proposition 4's verdict for one unlearned model and one attack radius.
+def robustness_verdict(distance_after: torch.Tensor, distance_forget: torch.Tensor,
+                       distance_retain: torch.Tensor, *, eps1: float = 0.5, eps2: float = 0.1) -> dict:
+    """Proposition 4's verdict for one unlearned model and one attack radius (chapter 5).
 
     Parameters
     ----------
-    divergence_after:
-        min_delta D[f_u(x + delta), f(x)] found by UMA, per forget sample ``(N_u,)`` (nats).
-    divergence_forget, divergence_retain:
-        D[f_u(x), f(x)] without attack on forget and on retain samples (condition (1)).
+    distance_after:
+        ||f_u(x + delta) - f(x)|| at the perturbation UMA found, per forget sample ``(N_u,)``.
+    distance_forget, distance_retain:
+        ||f_u(x) - f(x)|| without attack on forget and on retain samples (condition (1)).
     eps1, eps2:
-        The margins of eq. (1): forgetting means E_{D_u}[D] > eps1, utility means E_{D_r}[D] <= eps2.
+        The margins of eq. (1): forgetting means E_{D_u} > eps1, utility means E_{D_r} <= eps2.
+        The runner uses total variation (:func:`total_variation`), eps1 = 0.5, eps2 = 0.1.
 
     Returns
     -------
-    dict with ``forgets`` (E_{D_u}[D] > eps1), ``keeps_utility`` (E_{D_r}[D] <= eps2),
-    ``mapped_back_share`` (share of forget samples that UMA brings within eps1 of f), ``min_divergence``
-    and ``robust`` (conditions (1) hold and no forget sample is mapped back: Proposition 4).
-    A robust verdict is empirical: it holds against this attack and budget, not every delta.
+    dict with ``forgets`` (E_{D_u} > eps1), ``keeps_utility`` (E_{D_r} <= eps2),
+    ``mapped_back_share`` (share of forget samples that UMA brings within eps1 of f(x)), the
+    smallest distance after the attack, and ``robust``: conditions (1) hold and no forget sample is
+    mapped back (Proposition 4's "for all x"). The verdict is empirical: it holds against this
+    attack and budget, not against every delta.
     """
-    forgets = bool(divergence_forget.mean() > eps1)
-    keeps = bool(divergence_retain.mean() <= eps2)
-    mapped = float((divergence_after <= eps1).float().mean()) if len(divergence_after) else float("nan")
+    forgets = bool(distance_forget.mean() > eps1) if len(distance_forget) else False
+    keeps = bool(distance_retain.mean() <= eps2) if len(distance_retain) else False
+    mapped = float((distance_after <= eps1).float().mean()) if len(distance_after) else float("nan")
     return {"eps1": eps1, "eps2": eps2, "forgets": forgets, "keeps_utility": keeps,
-            "mean_divergence_forget": float(divergence_forget.mean()),
-            "mean_divergence_retain": float(divergence_retain.mean()),
-            "min_divergence_after_attack": float(divergence_after.min()) if len(divergence_after) else float("nan"),
+            "mean_distance_forget": float(distance_forget.mean()) if len(distance_forget) else float("nan"),
+            "mean_distance_retain": float(distance_retain.mean()) if len(distance_retain) else float("nan"),
+            "min_distance_after_attack": float(distance_after.min()) if len(distance_after) else float("nan"),
             "mapped_back_share": mapped, "robust": forgets and keeps and mapped == 0.0}

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from .. import data as data_mod
 from ..attacks.membership import ShadowMIA, fit_shadow_mia, shadow_halves, svc_mia_efficacy
-from ..attacks.uma import output_divergence, robustness_verdict, unlearning_mapping_attack
+from ..attacks.uma import output_distance, robustness_verdict, unlearning_mapping_attack
 from ..cache import atomic_write_text, cached_model, config_key
 from ..config import get_device, get_profile, seed_everything
 from ..data import Dataset
@@ -81,7 +81,9 @@ class RubConfig:
     seeds, mia_seeds:
         Unlearning seeds and MIA seeds (RUB: 10 x 5).
     eps1, eps2:
-        Margins of eq. (1) / Proposition 4 for the KL divergence D, in nats.
+        Margins of eq. (1) / Proposition 4 on the total-variation distance between the unlearned
+        and the original model's outputs (0..1): forgetting needs E_{D_u} > eps1, utility
+        E_{D_r} <= eps2; a forget sample is "mapped back" when UMA brings it within eps1.
     """
 
     profile: str
@@ -94,7 +96,7 @@ class RubConfig:
     uma_steps: int
     seeds: int
     mia_seeds: int
-    eps1: float = 1.0
+    eps1: float = 0.5
     eps2: float = 0.1
 
     @classmethod
@@ -336,6 +338,17 @@ class RubResult:
     computed_rows: int = 0
     seconds: float = 0.0
 
+    @staticmethod
+    def _robust(rows: list[dict]):
+        vs = [r["verdict"] for r in rows if r.get("verdict", {}).get("metric") == "total_variation"]
+        return all(v["robust"] for v in vs) if vs and len(vs) == len(rows) else None
+
+    @staticmethod
+    def _mapped(rows: list[dict]):
+        vs = [r["verdict"]["mapped_back_share"] for r in rows
+              if r.get("verdict", {}).get("metric") == "total_variation"]
+        return _mean_std(vs)[0] if vs else float("nan")
+
     def _select(self, method: str, eps: float) -> list[dict]:
         return [r for r in self.rows if r["method"] == method and abs(r["eps"] - eps) < 1e-9]
 
@@ -357,8 +370,8 @@ class RubResult:
                     rec.update(ta_mean=ta[0], ta_std=ta[1])
                 rec.update({f"ua_mean@{tag}": ua[0], f"ua_std@{tag}": ua[1], f"mia_mean@{tag}": mia[0],
                             f"mia_std@{tag}": mia[1], f"mia_svc_mean@{tag}": svc[0], f"mia_svc_std@{tag}": svc[1],
-                            f"robust@{tag}": all(r["verdict"]["robust"] for r in rows) if method != "original" else None,
-                            f"mapped_back@{tag}": _mean_std([r["verdict"]["mapped_back_share"] for r in rows])[0],
+                            f"robust@{tag}": self._robust(rows) if method != "original" else None,
+                            f"mapped_back@{tag}": self._mapped(rows) if method != "original" else None,
                             f"n@{tag}": len(rows)})
                 if e > 0:
                     rec[f"attack_seconds@{tag}"] = _mean_std([r["attack"]["seconds"] for r in rows])[0]
@@ -400,11 +413,12 @@ class RubResult:
             for e in self.eps:
                 rows = self._select(m, e)
                 if rows:
+                    tv = [r for r in rows if r.get("verdict", {}).get("metric") == "total_variation"]
                     recs.append({"method": m, "eps": eps_label(e),
-                                 "forgets (eq. 1)": all(r["verdict"]["forgets"] for r in rows),
-                                 "keeps utility (eq. 1)": all(r["verdict"]["keeps_utility"] for r in rows),
-                                 "mapped back (share)": round(_mean_std([r["verdict"]["mapped_back_share"] for r in rows])[0], 3),
-                                 "robust (Prop. 4)": all(r["verdict"]["robust"] for r in rows)})
+                                 "forgets (eq. 1)": all(r["verdict"]["forgets"] for r in tv) if tv else None,
+                                 "keeps utility (eq. 1)": all(r["verdict"]["keeps_utility"] for r in tv) if tv else None,
+                                 "mapped back (share)": round(self._mapped(rows), 3),
+                                 "robust (Prop. 4)": self._robust(rows)})
         return pd.DataFrame(recs)
 
     def rub_pattern(self, eps: float | None = None) -> dict:
@@ -474,7 +488,7 @@ def benchmark_key(setup: RubSetup, mia_seeds: int, hyper_parameters: dict) -> tu
              "width": c.width, "epochs": c.epochs, "lr": c.lr, "batch_size": c.batch_size,
              "shadow_epochs": c.shadow_epochs,
              "attack_samples": c.attack_samples, "uma_steps": c.uma_steps, "mia_seeds": mia_seeds,
-             "eps1": c.eps1, "eps2": c.eps2, "forget_classes": setup.forget_classes,
+             "forget_classes": setup.forget_classes,
              "forget_share": setup.forget_share, "hyper_parameters": hyper_parameters}
     return config_key(ident), ident
 
@@ -567,9 +581,10 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
     if ("original", 0, 0.0) not in done:
         m = measure(setup.original, fe.x, fe.y)
         zero = torch.zeros(len(fe))
+        verdict = robustness_verdict(zero, zero, zero, eps1=cfg.eps1, eps2=cfg.eps2)
         write({**base, "method": "original", "seed": 0, "eps": 0.0, "ta": accuracy(setup.original, setup.test_eval),
                **m, "unlearn_seconds": 0.0, "attack": {"steps": 0, "seconds": 0.0},
-               "verdict": robustness_verdict(zero, zero, zero, eps1=cfg.eps1, eps2=cfg.eps2)})
+               "verdict": {**verdict, "metric": "total_variation"}})
 
     jobs = [(m, s) for m in names for s in range(cfg.seeds)]
     bar = tqdm(jobs, desc="RUB", disable=not progress)
@@ -588,16 +603,19 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
         unlearn_seconds = time.perf_counter() - t0
         unlearned.eval()
         ta = accuracy(unlearned, setup.test_eval)
-        div_forget = output_divergence(unlearned, setup.original, fe.x)
-        div_retain = output_divergence(unlearned, setup.original, retain_probe.x)
+        dist_forget = output_distance(unlearned, setup.original, fe.x)
+        dist_retain = output_distance(unlearned, setup.original, retain_probe.x)
         for e in missing:
             attack = unlearning_mapping_attack(unlearned, setup.original, fe.x, eps=e, steps=cfg.uma_steps,
                                                seed=seed)
             m = measure(unlearned, attack.x_adv, fe.y)
-            verdict = robustness_verdict(attack.divergence_after, div_forget, div_retain, eps1=cfg.eps1, eps2=cfg.eps2)
+            verdict = robustness_verdict(attack.distance_after, dist_forget, dist_retain, eps1=cfg.eps1,
+                                         eps2=cfg.eps2)
+            verdict["metric"] = "total_variation"
             write({**base, "method": method, "seed": seed, "eps": e, "ta": ta, **m, "hp_key": current_hp[method],
                    "unlearn_seconds": round(unlearn_seconds, 3), "attack": attack.cost(),
                    "divergence_after_mean": float(attack.divergence_after.mean()),
+                   "distance_after_mean": float(attack.distance_after.mean()),
                    "hyper_parameters": {k: v for k, v in hp.items()}, "verdict": verdict})
     bar.close()
     keep_methods = set(names)
@@ -605,5 +623,5 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
                 (r["method"] in keep_methods and r["seed"] < cfg.seeds and any(abs(r["eps"] - e) < 1e-9 for e in eps))]
     conf = {**ident, "profile": cfg.profile, "seeds": cfg.seeds, "original_test_accuracy": setup.original_info.get("test_accuracy"),
             "n_forget": len(setup.forget), "n_retain": len(setup.retain), "n_forget_eval": len(fe),
-            "n_test_eval": len(setup.test_eval)}
+            "n_test_eval": len(setup.test_eval), "eps1": cfg.eps1, "eps2": cfg.eps2}
     return RubResult(selected, names, eps, conf, str(path), computed, time.perf_counter() - t_start)

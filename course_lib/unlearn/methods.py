@@ -24,7 +24,7 @@ forget digits, TA of the original 98.2 %):
 method        defaults                                                                    TA / UA (%)
 ============  ==========================================================================  ============
 FT            epochs=2, lr=0.19 decayed linearly to 0, momentum=0.9, weight_decay=5e-4     98.3 / 9-12
-GA            lr=1e-4, momentum=0.9, up to 10 epochs, stops once forget accuracy <= 5 %    84.1 / 9
+GA            lr=1e-4, momentum=0.9, up to 10 epochs, stops once forget accuracy <= 8 %    84.1 / 9
 RL            epochs=2, lr=0.01 (constant), momentum=0.9, weight_decay=5e-4                98.0 / 0
 IU            alpha=0.0025, damping=1e-3, n_fisher=64 retain samples                       98.3 / 6
 l1-sparse     epochs=2, lr=0.15 decayed linearly, gamma=5e-4 decayed linearly, momentum    see ch. 5
@@ -220,7 +220,7 @@ class _StopTraining(Exception):
 @register_method("GA", description="gradient ascent on the forget set")
 def gradient_ascent(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: int = 10, lr: float = 1e-4,
                     batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 0.0,
-                    stop_accuracy: float | None = 0.05, seed: int = 0, progress: bool = False) -> nn.Module:
+                    stop_accuracy: float | None = 0.08, seed: int = 0, progress: bool = False) -> nn.Module:
     """GA: maximise the cross-entropy on D_u (SGD on its negative); batch-norm statistics frozen.
 
     Plain gradient ascent has no natural end: pushed too far it wrecks every class. With
