@@ -253,6 +253,7 @@ def margin_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Eq. (8) from probabilities: ``max_{i != t} log p_i - log p_t`` for each row, ``(N,)``.
 
     ``probs`` ``(N, K)`` float64, ``target`` ``(N,)``. Negative once the target class wins.
+    Used by chapter 4 (shown to the learner, and exercise 3).
     """
     logp = torch.log(probs.clamp_min(1e-300))
     own = logp.gather(1, target.view(-1, 1)).squeeze(1)
@@ -478,7 +479,11 @@ def build_probes(api: BlackBoxAPI, *, num_classes: int, input_shape, probes_per_
 
 def confidence_drop(probs_original: torch.Tensor, probs_unlearned: torch.Tensor, target: torch.Tensor,
                     num_classes: int) -> torch.Tensor:
-    """Eq. (9) per target class: ``Delta[t] = mean over probes of class t of (Y_hat - Y)``, ``(K, K)``."""
+    """Eq. (9) per target class: ``Delta[t] = mean over probes of class t of (Y_hat - Y)``, ``(K, K)``.
+
+    ``probs_original``, ``probs_unlearned``: ``(P, K)`` probability vectors; ``target``: ``(P,)``.
+    Used by chapter 4 (exercise 1).
+    """
     diff = probs_original.double() - probs_unlearned.double()
     delta = torch.zeros((num_classes, num_classes), dtype=torch.float64)
     for c in range(num_classes):
@@ -489,7 +494,10 @@ def confidence_drop(probs_original: torch.Tensor, probs_unlearned: torch.Tensor,
 
 
 def top_k_classes(beta: torch.Tensor, k: int) -> list[int]:
-    """The ``k`` classes with the largest ``beta`` (eq. 11 and its top-K extension), largest first."""
+    """The ``k`` classes with the largest ``beta`` (eq. 11 and its top-K extension), largest first.
+
+    Used by chapter 4 (Fig. 10, exercise 2).
+    """
     if not 1 <= k <= len(beta):
         raise CourseError(f"k must lie between 1 and the number of classes ({len(beta)}); got {k}.")
     return [int(i) for i in torch.argsort(beta, descending=True, stable=True)[:k]]
