@@ -31,8 +31,13 @@ their gradient at theta, eq. (3), points the same way as the target gradient:
   maps the per-restart loss (which itself takes a ``torch.func.grad`` over the parameters through
   ``functional_call``) over a leading restart axis, and one backward pass differentiates all of
   them. ``batched=False`` runs the restarts one after another instead (identical maths; the
-  benchmark ``benchmarks/inversion.py`` compares the two). The restart with the lowest attack
-  loss, evaluated on the final projected inputs, is returned: the attacker never sees the truth.
+  benchmark ``benchmarks/inversion.py`` compares the two). Weak restarts are pruned early
+  (successive halving, ``prune_at``/``prune_keep``, batched mode only): many cheap starts, few
+  long refinements. The restart with the lowest attack loss, evaluated on the final projected
+  inputs, is returned: the attacker never sees the truth.
+* Unknown labels: by default read from the last layer's gradient (:func:`analytic_labels`), or
+  optimised jointly as soft labels from a uniform start (``label_strategy="joint"``, the paper's
+  Appendix B).
 * Several removed samples are recovered jointly: x' has shape ``(K, ...)`` and its gradient is the
   sum over the K dummy samples, as the target is the sum over the removed ones. They come back in
   no particular order; :func:`course_lib.metrics.match_samples` pairs them for scoring.
