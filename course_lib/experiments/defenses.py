@@ -115,7 +115,7 @@ class DefenseConfig:
         name = get_profile(profile).name
         strongest = tuple((n, (D.DEFENSES[n].paper_strengths[-1],)) for n in D.PARAMETER_DEFENSES)
         base = {
-            "quick": dict(samples=1, grids=strongest, probes_per_class=4, label_classes=5, validation_size=500),
+            "quick": dict(samples=1, grids=strongest, probes_per_class=4, label_classes=3, validation_size=500),
             "standard": dict(samples=3, probes_per_class=10, label_grid="strongest"),
             "full": dict(samples=100, probes_per_class=10),
         }[name]
@@ -565,6 +565,39 @@ def _one_hot_scores(label_o: torch.Tensor, label_u: torch.Tensor, target: torch.
     return torch.diagonal(delta).clone()
 
 
+class _RecordedAPI:
+    """The original model's answers, recorded once per probe set.
+
+    In the threat model the user queries M *before* unlearning and M_u after: M is no longer served
+    once it has been replaced, so the attacker keeps M's answers. Recording them also saves the
+    repeated queries of M that every defended setting would otherwise cost.
+    """
+
+    def __init__(self, api):
+        self.api = api
+        self.answers = {}
+
+    def for_probes(self, x: torch.Tensor):
+        from ..attacks.blackbox import BlackBoxAPI
+
+        key = id(x)
+        if key not in self.answers:
+            self.answers[key] = (x, self.api.query(x))
+        recorded = self.answers[key][1]
+        outer = self
+
+        class Replay(BlackBoxAPI):
+            def __init__(self):  # no model: it replays what the original API answered
+                self.output, self.name, self.queries, self._input_shape = outer.api.output, "original", 0, None
+
+            def query(self, q):
+                if q is not x:
+                    raise CourseError("The recorded original answers cover only the probes they were recorded for.")
+                return recorded.clone()
+
+        return Replay()
+
+
 def _label_part(result: DefenseEvaluation, dataset: str, settings: list[tuple[str, float]], cfg: DefenseConfig,
                 profile: str, seed: int, progress: bool) -> None:
     from ..attacks.label_only import probe_unlearned_labels
@@ -580,8 +613,8 @@ def _label_part(result: DefenseEvaluation, dataset: str, settings: list[tuple[st
     ft_data = _finetune_data(setup.pipeline, cfg, seed)
     validation = _validation(setup.pipeline.test, cfg, seed)
     all_settings = [(NO_DEFENSE, 0.0)] + settings
-    original_probs = setup.api(name="original")
-    original_labels = setup.api(output="labels", name="original")
+    original_probs = _RecordedAPI(setup.api(name="original"))
+    original_labels = _RecordedAPI(setup.api(output="labels", name="original"))
     found = {(d, s, a): [] for d, s in all_settings for a in ("probs", "labels")}
     informative = {key: 0 for key in found}
     ratios = {(d, s): [] for d, s in all_settings}
@@ -602,21 +635,22 @@ def _label_part(result: DefenseEvaluation, dataset: str, settings: list[tuple[st
                 1.0 if defense == NO_DEFENSE else _ratio(released, base_acc, validation))
             # the probability attack (chapter 4, eqs. 9-11)
             if api_kind == "probs":
-                res = probe_unlearned(original_probs, setup.api(released, name="released"), probes)
+                res = probe_unlearned(original_probs.for_probes(probes.x), setup.api(released, name="released"), probes)
                 beta, inferred = res.beta, res.inferred[0]
                 queries["probs"] += sum(res.queries.values())
             else:  # label-only answers: the same equations see one-hot vectors
                 api_u = setup.api(released, output="labels", name="released")
-                lab_o, lab_u = original_labels.query(probes.x), api_u.query(probes.x)
-                queries["probs"] += 2 * len(probes.x)
+                lab_o = original_labels.for_probes(probes.x).query(probes.x)
+                lab_u = api_u.query(probes.x)
+                queries["probs"] += len(probes.x)
                 beta = _one_hot_scores(lab_o, lab_u, probes.target, k)
                 inferred = top_k_classes(beta, 1)[0]
             found[(defense, strength, "probs")].append(int(inferred))
             informative[(defense, strength, "probs")] += int(bool((beta != 0).any()))
             # the label-only attack (chapter 4, beyond the paper): works whatever the API answers
             if boundary is not None:
-                res = probe_unlearned_labels(original_labels, setup.api(released, output="labels", name="released"),
-                                             boundary)
+                res = probe_unlearned_labels(original_labels.for_probes(boundary.x),
+                                             setup.api(released, output="labels", name="released"), boundary)
                 found[(defense, strength, "labels")].append(int(res.inferred[0]))
                 informative[(defense, strength, "labels")] += int(bool((res.flip_share != 0).any()))
                 queries["labels"] += sum(res.queries.values())
@@ -632,6 +666,7 @@ def _label_part(result: DefenseEvaluation, dataset: str, settings: list[tuple[st
                                   "accuracy": float(np.mean([i == c for c, i in enumerate(inferred)])),
                                   "informative": informative[(defense, strength, attack)],
                                   "accuracy_ratio": _mean(ratios[(defense, strength)])})
+    queries["original_recorded"] = original_probs.api.queries + original_labels.api.queries
     result.cost.update({"probe_construction_queries": int(probes.queries.sum()),
                         "probes_from_cache": bool(getattr(probes, "from_cache", False)),
                         "probing_queries": queries,
