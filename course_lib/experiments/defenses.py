@@ -86,7 +86,11 @@ class DefenseConfig:
         ``"all"`` strengths of ``grids`` in the label-inference part, or only the ``"strongest"``.
     validation_size:
         Test samples on which the accuracy ratio is measured (``None``: the whole test split;
-        a fixed class-balanced-by-chance subset otherwise).
+        a fixed random subset otherwise).
+    label_seed:
+        Seed of chapter 4's probing setup (subset X_u, M, probes). Kept apart from the recovery
+        seed so that the probes chapter 4 built and cached on disk are reused: building them
+        costs tens of thousands of queries.
     probes_per_class:
         Probes of the probability attack (chapter 4's NES probes, cached on disk).
     label_only_attack:
@@ -108,6 +112,7 @@ class DefenseConfig:
     probes_per_class: int = 10
     label_only_attack: bool = True
     validation_size: int | None = None
+    label_seed: int = 0
 
     @classmethod
     def for_profile(cls, profile: str | None = None, **overrides) -> "DefenseConfig":
@@ -605,7 +610,7 @@ def _label_part(result: DefenseEvaluation, dataset: str, settings: list[tuple[st
     from ..experiments.probing import LabelInferenceConfig, prepare_probing
 
     lcfg = LabelInferenceConfig.for_profile(profile)
-    setup = prepare_probing(dataset, profile=profile, seed=seed, subset_per_class=lcfg.subset_per_class,
+    setup = prepare_probing(dataset, profile=profile, seed=cfg.label_seed, subset_per_class=lcfg.subset_per_class,
                             progress=progress)
     k = setup.num_classes
     probes = setup.probes(cfg.probes_per_class, lcfg.probe_method, progress=progress)
@@ -672,7 +677,7 @@ def _label_part(result: DefenseEvaluation, dataset: str, settings: list[tuple[st
                         "probing_queries": queries,
                         "boundary_probes": None if boundary is None else boundary.summary()})
     result.settings.update({"num_classes": k, "label_fraction": cfg.label_fraction,
-                            "label_classes": classes, "validation_size": len(validation),
+                            "label_classes": classes, "validation_size": len(validation), "label_seed": cfg.label_seed,
                             "probes_per_class": cfg.probes_per_class, "probe_method": lcfg.probe_method,
                             "subset_per_class": lcfg.subset_per_class})
 
