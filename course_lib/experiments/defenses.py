@@ -553,6 +553,9 @@ def _recovery_part(result: DefenseEvaluation, dataset: str, settings: list[tuple
             bar.update(1)
     bar.close()
     result.originals = torch.stack(originals)
+    from ..metrics import baseline_mean_image_psnr
+
+    result.settings["mean_image_psnr"] = _mean(baseline_mean_image_psnr(train.x.float(), result.originals))
     result.images = {k: torch.stack(v) for k, v in images.items() if v}
     result.cost.update({"inversions": inversions, "inversion_seconds": round(seconds_inv, 2),
                         "inversion_budget": {"restarts": inv_cfg.restarts, "iterations": inv_cfg.iterations}})
