@@ -30,7 +30,8 @@ from .errors import CourseError
 from .models import build_model, default_model_for
 
 
-def _set_bn_mode(model: nn.Module, bn_mode: str) -> None:
+def set_bn_mode(model: nn.Module, bn_mode: str) -> None:
+    """Put ``model`` in train mode, with batch-norm layers in eval mode when ``bn_mode == "eval"``."""
     model.train()
     if bn_mode == "eval":
         for m in model.modules():
@@ -73,7 +74,7 @@ def train_model(model: nn.Module, data: Dataset, *, epochs: int, lr: float, batc
     gen = torch.Generator().manual_seed(int(seed))
     bar = tqdm(total=total, desc=desc, disable=not progress or total == 0, leave=False)
     for _ in range(epochs):
-        _set_bn_mode(model, bn_mode)
+        set_bn_mode(model, bn_mode)
         perm = torch.randperm(n, generator=gen)
         for start in range(0, n, batch_size):
             idx = perm[start:start + batch_size]

@@ -45,29 +45,26 @@ def total_variation(log_p_u: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def _compare_outputs(distance, model_u: nn.Module, model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``distance(log f_u(x), log f(x))`` per sample ``(N,)``, both models in eval mode, in batches."""
+    model_u.eval()
+    model.eval()
+    device = next(model_u.parameters()).device
+    out = []
+    for s in range(0, len(x), batch_size):
+        xb = x[s:s + batch_size].to(device)
+        out.append(distance(F.log_softmax(model_u(xb), 1), F.log_softmax(model(xb), 1)).cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
 def output_distance(model_u: nn.Module, model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """||f_u(x) - f(x)|| as total variation per sample ``(N,)`` in [0, 1] (eq. 1, Proposition 4)."""
-    model_u.eval()
-    model.eval()
-    device = next(model_u.parameters()).device
-    out = []
-    for s in range(0, len(x), batch_size):
-        xb = x[s:s + batch_size].to(device)
-        out.append(total_variation(F.log_softmax(model_u(xb), 1), F.log_softmax(model(xb), 1)).cpu())
-    return torch.cat(out) if out else torch.empty(0)
+    return _compare_outputs(total_variation, model_u, model, x, batch_size)
 
 
-@torch.no_grad()
 def output_divergence(model_u: nn.Module, model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """D[f_u(x), f(x)] = KL(f_u(x) || f(x)) per sample ``(N,)`` (nats), both models in eval mode."""
-    model_u.eval()
-    model.eval()
-    device = next(model_u.parameters()).device
-    out = []
-    for s in range(0, len(x), batch_size):
-        xb = x[s:s + batch_size].to(device)
-        out.append(kl_to_original(F.log_softmax(model_u(xb), 1), F.log_softmax(model(xb), 1)).cpu())
-    return torch.cat(out) if out else torch.empty(0)
+    return _compare_outputs(kl_to_original, model_u, model, x, batch_size)
 
 
 @dataclass

@@ -57,19 +57,12 @@ from ..cache import cached_model, clone_model
 from ..config import seed_everything
 from ..data import Dataset
 from ..errors import CourseError
+from ..train import set_bn_mode as _set_bn  # frozen or live batch-norm statistics
 from ..train import train_model
 from .registry import register_method
 
 
 # --------------------------------------------------------------------------- helpers
-
-def _set_bn(model: nn.Module, bn_mode: str) -> None:
-    model.train()
-    if bn_mode == "eval":
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
-
 
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
