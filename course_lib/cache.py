@@ -44,22 +44,26 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def save_state(model: nn.Module, path: Path, config: dict, metrics: dict) -> None:
-    """Save ``model.state_dict()`` with safetensors and a JSON sidecar, atomically."""
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict) -> None:
+    """Save named tensors with safetensors and ``meta`` as a JSON sidecar, both atomically."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(state, tmp)
+        save_file(tensors, tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    atomic_write_text(path.with_suffix(".json"), json.dumps({"config": config, "metrics": metrics},
-                                                            indent=2, sort_keys=True, default=str))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True, default=str))
+
+
+def save_state(model: nn.Module, path: Path, config: dict, metrics: dict) -> None:
+    """Save ``model.state_dict()`` with safetensors and a JSON sidecar, atomically."""
+    save_tensors(model.state_dict(), path, {"config": config, "metrics": metrics})
 
 
 def load_state(model: nn.Module, path: Path) -> dict:

@@ -36,7 +36,7 @@ from ..attacks.blackbox import BlackBoxAPI
 from ..attacks.label_only import (BoundaryProbes, LabelOnlyConfig, build_boundary_probes,
                                   probe_unlearned_labels)
 from ..attacks.probing import PROBE_METHODS, ProbeConfig, ProbeSet, build_probes, probe_unlearned
-from ..cache import atomic_write_text, config_key
+from ..cache import config_key, save_tensors
 from ..config import cache_dir, get_profile
 from ..data import Dataset, per_class_subset
 from ..data import load as data_load
@@ -183,26 +183,12 @@ class ProbingSetup:
 
 
 def _save_probes(probes: ProbeSet, path, config: dict) -> None:
-    from safetensors.torch import save_file
-    import os
-    import tempfile
-
-    tensors = {"x": probes.x.contiguous(), "target": probes.target, "probs": probes.probs,
+    tensors = {"x": probes.x, "target": probes.target, "probs": probes.probs,
                "reached": probes.reached.to(torch.uint8), "queries": probes.queries,
                "iterations": probes.iterations}
     meta = {"config": config, "method": probes.method, "seconds": probes.seconds,
             "num_classes": probes.num_classes, "probe_config": probes.config}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        from pathlib import Path
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True, default=str))
+    save_tensors(tensors, path, meta)
 
 
 def _load_probes(path) -> ProbeSet:
