@@ -1,6 +1,6 @@
 """Benchmark: restarts batched into one optimisation vs restarts run one after another.
 
-For the same problem (the quick pipeline's ConvNet, one or several samples removed by
+For the same problem (the quick pipeline's convnet-spatial, one or several samples removed by
 approximate unlearning, float64 weights) this prints, per device and mode:
 
 * restart-iterations per second (higher is better), and
@@ -29,7 +29,7 @@ import torch
 
 
 def run_one(pipe, device: str, batched: bool, num_samples: int, restarts: int, iterations: int,
-            threshold: float, check_every: int, seed: int) -> dict:
+            threshold: float, check_every: int, seed: int, feature_iterations: int = 0) -> dict:
     import copy
 
     from course_lib import metrics
@@ -60,7 +60,8 @@ def run_one(pipe, device: str, batched: bool, num_samples: int, restarts: int, i
             state["reached"] = (offset, it, t0)
         state["monitor_seconds"] += time.perf_counter() - t0
 
-    cfg = InversionConfig(restarts=restarts, iterations=iterations, batched=batched, prune_at=(), progress=False)
+    cfg = InversionConfig(restarts=restarts, iterations=iterations, batched=batched, prune_at=(), progress=False,
+                          feature_iterations=feature_iterations)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -79,7 +80,8 @@ def run_one(pipe, device: str, batched: bool, num_samples: int, restarts: int, i
     final = sum(final) / num_samples if isinstance(final, list) else final
     return {"device": device, "mode": "batched" if batched else "sequential", "num_samples": num_samples,
             "restarts": restarts, "iterations": iterations, "seconds": total,
-            "restart_iterations_per_second": restarts * iterations / total,
+            "restart_iterations_per_second": restarts * (iterations + feature_iterations) / total,
+            "feature_iterations": feature_iterations,
             "seconds_to_threshold": reached, "threshold_db": threshold, "final_psnr_best_by_loss": final,
             "best_psnr_any_restart": state["best"], "torch_threads": torch.get_num_threads()}
 
@@ -90,11 +92,14 @@ def main(argv=None) -> int:
     ap.add_argument("--num-samples", nargs="+", type=int, default=[1], help="removed samples recovered jointly")
     ap.add_argument("--restarts", type=int, default=8)
     ap.add_argument("--iterations", type=int, default=300)
+    ap.add_argument("--feature-iterations", type=int, default=0,
+                    help="stage-0 feature-initialisation steps (default 0: the cosine stage alone)")
     ap.add_argument("--threshold", type=float, default=20.0, help="PSNR threshold in dB")
     ap.add_argument("--check-every", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", default="quick", help="pipeline profile (model width); default quick")
     ap.add_argument("--dataset", default="mnist-5k", help="image dataset (default mnist-5k; digits is 8x8)")
+    ap.add_argument("--model", default="convnet-spatial", help="architecture (default convnet-spatial, chapter 3's)")
     ap.add_argument("--out", default="benchmarks/inversion-results.jsonl")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: on a shared 2-core machine more threads oversubscribe)")
@@ -109,7 +114,7 @@ def main(argv=None) -> int:
     done = []
     if out.exists():
         done = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    pipe = prepare_pipeline(args.dataset, profile=args.profile, progress=False)
+    pipe = prepare_pipeline(args.dataset, args.model, profile=args.profile, progress=False)
     rows = []
     for device in devices:
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -119,13 +124,15 @@ def main(argv=None) -> int:
             for batched in (True, False):
                 key = {"device": device, "mode": "batched" if batched else "sequential", "num_samples": k,
                        "restarts": args.restarts, "iterations": args.iterations, "profile": args.profile,
-                       "dataset": args.dataset}
+                       "dataset": args.dataset, "feature_iterations": args.feature_iterations,
+                       "model": args.model}
                 old = [d for d in done if all(d.get(a) == b for a, b in key.items())]
                 if old:
                     rows.append(old[-1])
                     continue
                 row = {**run_one(pipe, device, batched, k, args.restarts, args.iterations, args.threshold,
-                                 args.check_every, args.seed), "profile": args.profile, "dataset": args.dataset}
+                                 args.check_every, args.seed, args.feature_iterations),
+                       "profile": args.profile, "dataset": args.dataset, "model": args.model}
                 rows.append(row)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 with out.open("a") as fh:

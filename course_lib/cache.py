@@ -93,7 +93,8 @@ def cached_model(kind: str, config: dict, build: Callable[[], nn.Module],
     kind:
         A short label for the file name, e.g. ``"pretrained"``.
     config:
-        Every setting that determines the weights (JSON-serialisable).
+        Every setting that determines the weights (JSON-serialisable). The model's ``repr``
+        (its layers and shapes) is added to the key, so a changed architecture retrains.
     build:
         Makes a fresh, untrained model of the right architecture.
     train:
@@ -105,8 +106,9 @@ def cached_model(kind: str, config: dict, build: Callable[[], nn.Module],
     -------
     (model, metrics, path)
     """
-    path = cache_dir() / f"{kind}-{config_key(config)}.safetensors"
     model = build()
+    # the architecture's printout joins the key: a changed layer never loads stale weights
+    path = cache_dir() / f"{kind}-{config_key({**config, 'architecture': repr(model)})}.safetensors"
     if use_cache and path.exists():
         metrics = load_state(model, path)
         return model, {**metrics, "from_cache": True}, path

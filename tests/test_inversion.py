@@ -106,11 +106,58 @@ def digits_pipe():
     return prepare_pipeline("digits", profile="quick", progress=False)
 
 
-def test_approximate_unlearning_leaks_the_digit(digits_pipe):
-    """Quick version of the approximate bar, on the 8x8 digits the quick budget can invert.
+@pytest.fixture(scope="module")
+def spatial_pipe():
+    return prepare_pipeline("mnist-5k", "convnet-spatial", profile="quick", progress=False)
 
-    (On MNIST-5k the quick budget is too small: its 8-seed median is reported in the issue.)
+
+def test_removed_mnist_digit_is_recovered_in_place(spatial_pipe):
+    """Quick version of the approximate bar on the embedded MNIST-5k digits (28x28).
+
+    Three removed digits, one per seed; the median PSNR must reach 20 dB, far above the 11-12 dB
+    of guessing the training set's mean image, with ``convnet-spatial``. (Measured: 8 seeds at
+    quick, median 21.2 dB; the max-pooled, 2x2-headed ``convnet`` gives a median of 8.6 dB.)
     """
+    psnr, base = [], []
+    for seed in (1, 2, 6):
+        r = run_recovery(pipeline=spatial_pipe, unlearning="approximate", seed=seed, progress=False,
+                         profile="quick")
+        psnr.append(r.samples[0]["psnr"])
+        base.append(r.summary["baseline_mean_image_psnr"])
+    assert sorted(psnr)[1] >= 20.0, psnr
+    assert min(p - b for p, b in zip(psnr, base)) >= 8.0, (psnr, base)
+
+
+def test_feature_initialisation_reads_the_classifier_input(pipe):
+    """h = dW^T db / ||db||^2 is exactly the last layer's input for one sample (our stage 0)."""
+    from course_lib.attacks.inversion import classifier_input_estimate
+
+    model = copy.deepcopy(pipe.deployed).double().eval()
+    x = pipe.private.x[:1].double()
+    captured = {}
+    model.classifier.register_forward_pre_hook(lambda m, inp: captured.__setitem__("h", inp[0]))
+    loss = torch.nn.functional.cross_entropy(model(x), pipe.private.y[:1])
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    h = classifier_input_estimate(grads, 10, pipe.private.y[:1])
+    assert h.shape == captured["h"].shape
+    assert torch.allclose(h.double(), captured["h"].detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_stable_cross_entropy_keeps_the_true_class_gradient():
+    """For a confident prediction the usual backward rounds p_y - 1 to 0; ours keeps it."""
+    from course_lib.attacks.inversion import soft_cross_entropy
+
+    z = torch.tensor([[30.0, 0, 0, 0]], requires_grad=True)
+    y = torch.nn.functional.one_hot(torch.tensor([0]), 4).float()
+    (g,) = torch.autograd.grad(soft_cross_entropy(z, y), z)
+    assert g[0, 0] < 0 and torch.isclose(g[0, 0], -g[0, 1:].sum(), rtol=1e-5)
+    zz = torch.randn(5, 4)
+    assert torch.isclose(soft_cross_entropy(zz, torch.eye(4)[[0, 1, 2, 3, 0]]),
+                         torch.nn.functional.cross_entropy(zz, torch.tensor([0, 1, 2, 3, 0]), reduction="sum"))
+
+
+def test_approximate_unlearning_leaks_the_digit(digits_pipe):
+    """The same attack on scikit-learn's 8x8 digits (a 2x2 classifier grid): one removed digit."""
     result = run_recovery(pipeline=digits_pipe, unlearning="approximate", seed=1, progress=False, profile="quick")
     psnr = result.samples[0]["psnr"]
     assert psnr >= 25.0

@@ -22,6 +22,8 @@ their gradient at theta, eq. (3), points the same way as the target gradient:
 
     minimise  1 - cos(grad_theta L(f_theta(x'), y'), target)  +  alpha * TV(x')      (eqs. 4-6)
 
+* Stage 0, feature initialisation (``feature_iterations > 0``; our addition, see below): the
+  restarts first move towards the classifier input that the last layer's gradient reveals.
 * Adam with step decay (learning rate x ``decay_factor`` at 3/8, 5/8 and 7/8 of the iterations);
   optionally the **sign** of the gradient is fed to Adam (``signed=True``, as Geiping et al.).
 * After each step x' is projected onto the box [0, 1] (the model sees [0, 1] inputs directly).
@@ -38,6 +40,17 @@ their gradient at theta, eq. (3), points the same way as the target gradient:
 * Unknown labels: by default read from the last layer's gradient (:func:`analytic_labels`), or
   optimised jointly as soft labels from a uniform start (``label_strategy="joint"``, the paper's
   Appendix B).
+* Feature initialisation. For cross-entropy the last linear layer's gradient of one sample is
+  ``dL/dW = (p - y) h^T`` and ``dL/db = p - y``, so its input ``h`` (the penultimate features) is
+  ``h = dW^T db / ||db||^2`` exactly (Phong et al. 2017; Geiping et al. 2020, Section 3 prove
+  the same for any fully connected layer with a bias). The paper's eqs. (3)-(6) do not use this,
+  but it comes from the same gradient: before the cosine objective, each restart spends
+  ``feature_iterations`` signed-Adam steps minimising ``||phi(x') - h||^2 / ||h||^2 + alpha TV(x')``
+  (a plain feature inversion, no second derivatives, so each step is cheap). It starts the
+  cosine stage in the right basin far more often; the final choice among restarts is still made
+  by the attack loss of eq. (4). With K samples, sample k's ``h`` is read from row ``y_k`` of
+  ``dW`` divided by ``db[y_k]`` (approximate: the other samples' small probabilities leak in).
+  ``feature_iterations=0`` gives the paper's attack alone.
 * Several removed samples are recovered jointly: x' has shape ``(K, ...)`` and its gradient is the
   sum over the K dummy samples, as the target is the sum over the removed ones. They come back in
   no particular order; :func:`course_lib.metrics.match_samples` pairs them for scoring.
@@ -80,6 +93,9 @@ class InversionConfig:
         ``iterations``.
     init:
         ``"uniform"`` (U[0, 1) pixels) or ``"gray"`` (0.5 plus small noise).
+    feature_iterations:
+        Steps of the feature-initialisation stage (0 switches it off); ignored when the model
+        has no final linear layer with a bias.
     label_strategy:
         With unknown labels: ``"analytic"`` (default) reads the labels from the last layer's
         gradient and then treats them as known; ``"joint"`` optimises a soft label per sample
@@ -110,6 +126,7 @@ class InversionConfig:
     decay_at: tuple[float, ...] = (0.375, 0.625, 0.875)
     decay_factor: float = 0.2
     init: str = "uniform"
+    feature_iterations: int = 200
     label_strategy: str = "analytic"
     soft_known_label: bool = False
     layer_weighting: str = "none"
@@ -120,9 +137,9 @@ class InversionConfig:
 
     #: Per-profile budgets: a profile changes only restarts and iterations.
     PROFILE_BUDGETS = {
-        "quick": {"restarts": 16, "iterations": 300},
-        "standard": {"restarts": 32, "iterations": 600},
-        "full": {"restarts": 128, "iterations": 3000},
+        "quick": {"restarts": 16, "iterations": 300, "feature_iterations": 200},
+        "standard": {"restarts": 32, "iterations": 600, "feature_iterations": 300},
+        "full": {"restarts": 128, "iterations": 3000, "feature_iterations": 1000},
     }
 
     @classmethod
@@ -145,6 +162,8 @@ class InversionConfig:
             raise CourseError(f"restarts must be at least 1; got {self.restarts}.")
         if self.iterations < 1:
             raise CourseError(f"iterations must be at least 1; got {self.iterations}.")
+        if self.feature_iterations < 0:
+            raise CourseError(f"feature_iterations must be >= 0; got {self.feature_iterations}.")
         if self.lr <= 0:
             raise CourseError(f"The learning rate must be positive; got {self.lr}.")
         if self.tv_weight < 0:
@@ -187,7 +206,7 @@ class InversionResult:
     label_known:
         Whether the labels were given.
     cost:
-        ``iterations`` (per restart), ``restarts``, ``seconds``, ``iterations_per_second``,
+        ``iterations`` (per restart, cosine stage), ``feature_iterations`` (stage 0), ``restarts``, ``seconds``, ``iterations_per_second``,
         ``restart_iterations_per_second`` and ``batched``.
     history:
         Attack loss of the best restart every ``iterations // 50`` steps, for plotting.
@@ -228,6 +247,24 @@ def cosine_loss(gradient: torch.Tensor, target_unit: torch.Tensor) -> torch.Tens
     return 1.0 - gradient @ target_unit / (gradient.norm() + 1e-20)
 
 
+def soft_cross_entropy(logits: torch.Tensor, y_soft: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy ``-sum_k y_k log softmax(z)_k`` of logits ``(N, C)``, with accurate gradients.
+
+    The usual ``log_softmax`` backward forms the gradient ``p - y`` directly; for a confidently
+    classified sample ``p_y`` rounds to 1 in float32 and the true class's entry ``p_y - 1`` becomes
+    0 or rounding noise, so the dummy gradient of eq. (3) points the wrong way (on a well-trained
+    MNIST ConvNet this alone cost the attack 5-10 dB). Here ``-log p_k`` is computed as
+    ``logsumexp_c (z_c - z_k)`` with the ``c = k`` term held at an exact 0, so autograd obtains
+    the true class's entry as ``-sum_{c != k} p_c``, a sum of small, accurately stored numbers.
+    Same value, same gradient in exact arithmetic.
+    """
+    c = logits.shape[-1]
+    diff = logits.unsqueeze(-2) - logits.unsqueeze(-1)  # (N, k, c): z_c - z_k
+    eye = torch.eye(c, dtype=torch.bool, device=logits.device)
+    nll = torch.logsumexp(diff.masked_fill(eye, 0.0), dim=-1)  # (N, k): -log p_k
+    return (y_soft * nll).sum()
+
+
 def _last_layer_signal(target: Sequence[torch.Tensor], num_classes: int) -> torch.Tensor:
     """The per-class last-layer gradient: the bias if there is one, else the weight's row sums."""
     for g in reversed(list(target)):
@@ -253,6 +290,86 @@ def analytic_labels(target_gradient: Sequence[torch.Tensor], num_classes: int, n
     negative = [int(c) for c in order if signal[c] < 0] or [int(order[0])]
     labels = [negative[i % len(negative)] for i in range(num_samples)]
     return torch.tensor(labels, dtype=torch.long)
+
+
+def _last_layer_pair(target: Sequence[torch.Tensor], num_classes: int) -> tuple[int, int] | None:
+    """Positions ``(weight, bias)`` of the classifier's last linear layer in ``target``, or ``None``."""
+    target = list(target)
+    for i in range(len(target) - 1, 0, -1):
+        b, w = target[i], target[i - 1]
+        if tuple(b.shape) == (num_classes,) and w.ndim == 2 and w.shape[0] == num_classes:
+            return i - 1, i
+    return None
+
+
+def classifier_input_estimate(target_gradient: Sequence[torch.Tensor], num_classes: int,
+                              labels: torch.Tensor) -> torch.Tensor | None:
+    """The input ``h`` of the last linear layer, read from its gradient: ``(K, F)``, or ``None``.
+
+    One sample: ``h = dW^T db / ||db||^2`` (exact for cross-entropy, since ``dW = db h^T``).
+    K samples: ``h_k = dW[y_k] / db[y_k]`` with ``labels`` y (approximate). Any positive scale of
+    the target gives the same ``h``; the sign convention of :func:`analytic_labels` is not needed.
+    ``None`` when the model ends without a linear layer with bias.
+    """
+    pair = _last_layer_pair(target_gradient, num_classes)
+    if pair is None:
+        return None
+    w = torch.as_tensor(target_gradient[pair[0]]).detach().double().cpu()
+    b = torch.as_tensor(target_gradient[pair[1]]).detach().double().cpu()
+    if len(labels) == 1:
+        denom = float(b @ b)
+        return None if denom == 0 else (w.T @ b / denom).reshape(1, -1).float()
+    rows = []
+    for y in labels.tolist():
+        if b[y] == 0:
+            return None
+        rows.append(w[y] / b[y])
+    return torch.stack(rows).float()
+
+
+def _last_linear(model: nn.Module, num_classes: int) -> nn.Linear | None:
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear) and m.out_features == num_classes and m.bias is not None:
+            last = m
+    return last
+
+
+def _feature_stage(model: nn.Module, linear: nn.Linear, h: torch.Tensor, x: torch.Tensor,
+                   config: InversionConfig, image: bool, bar) -> torch.Tensor:
+    """Stage 0: signed Adam on ``x`` (R, K, ...) towards the classifier inputs ``h`` (K, F).
+
+    Minimises ``||phi(x) - h||^2 / ||h||^2 + tv_weight * TV(x)`` summed over the K samples,
+    independently for every restart; returns the projected inputs.
+    """
+    captured = {}
+    handle = linear.register_forward_pre_hook(lambda mod, inp: captured.__setitem__("h", inp[0]))
+    R, K = x.shape[:2]
+    h = h.to(x.device)
+    h_sq = (h ** 2).sum(-1).clamp_min(1e-30)
+    x = x.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=config.lr)
+    n = config.feature_iterations
+    milestones = sorted({int(f * n) for f in config.decay_at if 0 < f < 1})
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=config.decay_factor)
+    try:
+        for _ in range(n):
+            model(x.reshape(R * K, *x.shape[2:]))
+            feats = captured["h"].reshape(R, K, -1)
+            loss = (((feats - h) ** 2).sum(-1) / h_sq).sum()
+            if image and config.tv_weight > 0:
+                loss = loss + config.tv_weight * total_variation(x).sum()
+            (g,) = torch.autograd.grad(loss, [x])
+            x.grad = g.sign() if config.signed else g
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                x.clamp_(0.0, 1.0)
+            if bar is not None:
+                bar.update(R)
+    finally:
+        handle.remove()
+    return x.detach()
 
 
 def _attack_model(model: nn.Module) -> nn.Module:
@@ -281,7 +398,7 @@ def _per_restart_loss(model: nn.Module, params: dict, buffers: dict, target_unit
     def loss(x: torch.Tensor, y_soft: torch.Tensor) -> torch.Tensor:
         def ce(p):
             out = functional_call(model, (p, buffers), (x,))
-            return -(y_soft * F.log_softmax(out, dim=-1)).sum()
+            return soft_cross_entropy(out, y_soft)
 
         g = grad(ce)(params)
         if layer_weighting == "equal":
@@ -449,10 +566,19 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
 
     loss_fn = _per_restart_loss(model, params, buffers, target_unit, config.tv_weight, image,
                                 config.layer_weighting)
-    bar = tqdm(total=R * config.iterations, desc=f"inversion ({R} restart{'s' if R > 1 else ''}"
+    linear = _last_linear(model, num_classes)
+    h = (classifier_input_estimate(target, num_classes, labels_t if labels_t is not None else found)
+         if config.feature_iterations > 0 and linear is not None else None)
+    feature_steps = config.feature_iterations if h is not None else 0
+    bar = tqdm(total=R * (config.iterations + feature_steps), desc=f"inversion ({R} restart{'s' if R > 1 else ''}"
                f"{', batched' if config.batched and R > 1 else ''})", unit="restart-it",
                disable=not config.progress, leave=False)
     start = time.perf_counter()
+    if h is not None:
+        if config.batched:
+            x = _feature_stage(model, linear, h, x, config, image, bar)
+        else:
+            x = torch.cat([_feature_stage(model, linear, h, x[r:r + 1], config, image, bar) for r in range(R)])
     if config.batched:
         x, z, y_fixed, history, spent = _optimise(loss_fn, x, z, y_fixed, config, bar, True, monitor, 0)
     else:
@@ -481,7 +607,8 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
     else:
         labels_out = labels_t.cpu()
     tv_part = config.tv_weight * float(total_variation(x[best]).mean()) if image and config.tv_weight > 0 else 0.0
-    cost = {"iterations": config.iterations, "restarts": R, "restart_iterations": spent, "seconds": seconds,
+    cost = {"iterations": config.iterations, "feature_iterations": feature_steps, "restarts": R,
+            "restart_iterations": spent, "seconds": seconds,
             "iterations_per_second": config.iterations / seconds if seconds > 0 else float("inf"),
             "restart_iterations_per_second": spent / seconds if seconds > 0 else float("inf"),
             "batched": config.batched, "device": str(device)}
@@ -492,4 +619,4 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
 
 
 __all__ = ["InversionConfig", "InversionResult", "invert_gradient", "analytic_labels", "total_variation",
-           "cosine_loss"]
+           "cosine_loss", "classifier_input_estimate", "soft_cross_entropy"]

@@ -13,7 +13,7 @@ def register(sub) -> None:
     p.add_argument("--dataset", default="mnist-5k",
                    help=f"one of {', '.join(dataset_names())}, or folder:PATH (default mnist-5k)")
     p.add_argument("--model", choices=MODEL_NAMES, default=None,
-                   help="architecture (default: mlp for tables, convnet for images)")
+                   help="architecture (default: mlp for tables, convnet-spatial for images, see course_lib.models)")
     p.add_argument("--unlearning", choices=("approximate", "exact"), default="approximate",
                    help="the developer's unlearning method (default approximate)")
     p.add_argument("--num-unlearn", type=int, default=1, help="number of samples removed at once (default 1)")

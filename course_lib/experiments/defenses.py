@@ -502,7 +502,12 @@ def _recovery_part(result: DefenseEvaluation, dataset: str, settings: list[tuple
                    inv_cfg: InversionConfig, profile: str, seed: int, progress: bool) -> None:
     from ..experiments.recovery import attack_unlearned_model, make_unlearning_case
 
-    pipe = prepare_pipeline(dataset, profile=profile, seed=0, progress=progress)
+    from ..data import load as load_dataset
+    from ..models import default_model_for
+
+    # chapter 3's attack model (convnet-spatial for images), so the undefended attack really recovers
+    model = default_model_for(load_dataset(dataset, "train").kind, attack="recovery")
+    pipe = prepare_pipeline(dataset, model, profile=profile, seed=0, progress=progress)
     if pipe.public.kind != "image":
         raise CourseError(f"Chapter 6's feature-recovery evaluation needs images; {dataset!r} is tabular.")
     # the developer's M (float64, as chapter 3: float32 rounds part of the tiny update away) and M0

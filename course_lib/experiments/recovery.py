@@ -36,6 +36,8 @@ from ..attacks.gradient_estimation import (estimate_gradient, estimate_gradient_
                                            true_gradient)
 from ..attacks.inversion import InversionConfig, InversionResult, invert_gradient
 from ..data import Dataset, sample_indices
+from ..data import load as load_dataset
+from ..models import default_model_for
 from ..errors import CourseError, check_choice
 from ..train import finetune, prepare_pipeline
 from ..unlearn.paper import approximate_unlearning, exact_unlearning
@@ -255,6 +257,9 @@ def make_unlearning_case(dataset: str = "mnist-5k", model: str | None = None, *,
 
     Parameters
     ----------
+    model:
+        Architecture; default ``convnet-spatial`` for images (see :mod:`course_lib.models`) and
+        ``mlp`` for tables. Ignored when ``pipeline`` is given.
     train_size:
         ``None`` uses the whole private split Du; a number uses that many samples of Du (chosen by
         ``seed``) as the training set (the paper's Figs. 5-6 use 4, 8, 16).
@@ -280,6 +285,8 @@ def make_unlearning_case(dataset: str = "mnist-5k", model: str | None = None, *,
     """
     check_choice(unlearning, UNLEARNING_METHODS, "unlearning method")
     check_choice(precision, PRECISIONS, "precision")
+    if pipeline is None and model is None:
+        model = default_model_for(load_dataset(dataset, "train").kind, attack="recovery")
     pipe = pipeline or prepare_pipeline(dataset, model, profile=profile, seed=pipeline_seed, progress=progress)
     prof = pipe.profile
     epochs = pipe.finetune_epochs if epochs is None else int(epochs)
