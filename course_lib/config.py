@@ -180,6 +180,19 @@ def data_root() -> Path:
     return root
 
 
+def merge_overrides(config_cls, settings: dict, overrides: dict, what: str) -> dict:
+    """``settings`` updated with the ``overrides`` that are not ``None`` (so CLI arguments pass through).
+
+    Raises :class:`CourseError` naming any override that is not a field of the dataclass
+    ``config_cls``; ``what`` names the configuration in that message. Used by every
+    ``*Config.for_profile``.
+    """
+    unknown = set(overrides) - set(config_cls.__dataclass_fields__)
+    if unknown:
+        raise CourseError(f"Unknown {what} setting(s): {', '.join(sorted(unknown))}.")
+    return {**settings, **{k: v for k, v in overrides.items() if v is not None}}
+
+
 def cache_dir() -> Path:
     """Folder of cached trained models (``<data root>/cache``)."""
     return data_root() / "cache"

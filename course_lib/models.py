@@ -9,7 +9,7 @@
     The same convolutions with 2x2 *average* pooling, and a classifier that reads the final
     spatial feature map (adaptively pooled to at most 8x8: 7x7 for MNIST, 8x8 for CIFAR, 2x2 for
     the 8x8 digits), as in Geiping et al.'s (2020) ConvNet. The default image model of the
-    feature-recovery attack (chapters 2 and 3). The paper does not spell its ConvNet out, and the
+    feature-recovery attack (chapter 3, ``course-lib recover``, chapter 6's recovery evaluation). The paper does not spell its ConvNet out, and the
     two choices decide the attack: ``convnet`` is nearly translation invariant, so the inversion
     on MNIST settles on superposed, shifted "ghost" copies of the digit (median 8.6 dB PSNR over
     8 removed digits at ``quick``), whereas ``convnet-spatial`` gives the digit back in place

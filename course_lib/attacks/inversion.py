@@ -67,7 +67,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
-from ..config import get_profile
+from ..config import get_profile, merge_overrides
 from ..errors import CourseError, check_choice
 
 
@@ -149,12 +149,7 @@ class InversionConfig:
         ``overrides`` whose value is ``None`` are ignored, so CLI arguments can be passed through.
         """
         name = get_profile(profile).name
-        settings = dict(cls.PROFILE_BUDGETS[name])
-        unknown = set(overrides) - {f for f in cls.__dataclass_fields__}
-        if unknown:
-            raise CourseError(f"Unknown InversionConfig setting(s): {', '.join(sorted(unknown))}.")
-        settings.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**settings).validated()
+        return cls(**merge_overrides(cls, cls.PROFILE_BUDGETS[name], overrides, "InversionConfig")).validated()
 
     def validated(self) -> "InversionConfig":
         """Return ``self`` after checking every setting (raises :class:`CourseError`)."""
@@ -206,8 +201,8 @@ class InversionResult:
     label_known:
         Whether the labels were given.
     cost:
-        ``iterations`` (per restart, cosine stage), ``feature_iterations`` (stage 0), ``restarts``, ``seconds``, ``iterations_per_second``,
-        ``restart_iterations_per_second`` and ``batched``.
+        ``iterations`` (per restart, cosine stage), ``feature_iterations`` (stage 0), ``restarts``,
+        ``seconds``, ``iterations_per_second``, ``restart_iterations_per_second`` and ``batched``.
     history:
         Attack loss of the best restart every ``iterations // 50`` steps, for plotting.
     """
@@ -335,6 +330,13 @@ def _last_linear(model: nn.Module, num_classes: int) -> nn.Linear | None:
     return last
 
 
+def _adam_with_step_decay(leaves: list[torch.Tensor], config: InversionConfig, iterations: int):
+    """Adam at ``config.lr`` on ``leaves``, decayed by ``decay_factor`` at ``decay_at`` x ``iterations``."""
+    opt = torch.optim.Adam(leaves, lr=config.lr)
+    milestones = sorted({int(f * iterations) for f in config.decay_at if 0 < f < 1})
+    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=config.decay_factor)
+
+
 def _feature_stage(model: nn.Module, linear: nn.Linear, h: torch.Tensor, x: torch.Tensor,
                    config: InversionConfig, image: bool, bar) -> torch.Tensor:
     """Stage 0: signed Adam on ``x`` (R, K, ...) towards the classifier inputs ``h`` (K, F).
@@ -348,12 +350,9 @@ def _feature_stage(model: nn.Module, linear: nn.Linear, h: torch.Tensor, x: torc
     h = h.to(x.device)
     h_sq = (h ** 2).sum(-1).clamp_min(1e-30)
     x = x.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=config.lr)
-    n = config.feature_iterations
-    milestones = sorted({int(f * n) for f in config.decay_at if 0 < f < 1})
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=config.decay_factor)
+    opt, sched = _adam_with_step_decay([x], config, config.feature_iterations)
     try:
-        for _ in range(n):
+        for _ in range(config.feature_iterations):
             model(x.reshape(R * K, *x.shape[2:]))
             feats = captured["h"].reshape(R, K, -1)
             loss = (((feats - h) ** 2).sum(-1) / h_sq).sum()
@@ -432,9 +431,7 @@ def _optimise(loss_fn: Callable, x: torch.Tensor, z: torch.Tensor | None, y_fixe
     x = x.detach().clone().requires_grad_(True)
     z = z.detach().clone() if z is not None else None
     leaves = [x] + ([z.requires_grad_(True)] if z is not None else [])
-    opt = torch.optim.Adam(leaves, lr=config.lr)
-    milestones = sorted({int(f * config.iterations) for f in config.decay_at if 0 < f < 1})
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=config.decay_factor)
+    opt, sched = _adam_with_step_decay(leaves, config, config.iterations)
     batched_loss = vmap(loss_fn) if vmapped else None
     history = []
     spent = 0

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from .. import defenses as D
 from ..attacks.inversion import InversionConfig
-from ..config import get_profile
+from ..config import get_profile, merge_overrides
 from ..data import Dataset, sample_indices
 from ..errors import CourseError, check_choice
 from ..train import prepare_pipeline
@@ -124,11 +124,7 @@ class DefenseConfig:
             "standard": dict(samples=3, probes_per_class=10, label_grid="strongest"),
             "full": dict(samples=100, probes_per_class=10),
         }[name]
-        unknown = set(overrides) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise CourseError(f"Unknown DefenseConfig setting(s): {', '.join(sorted(unknown))}.")
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**base).validated()
+        return cls(**merge_overrides(cls, base, overrides, "DefenseConfig")).validated()
 
     def validated(self) -> "DefenseConfig":
         if self.samples < 1:
@@ -500,14 +496,10 @@ def _defense_options(name: str, cfg: DefenseConfig, ft_data: Dataset) -> dict:
 
 def _recovery_part(result: DefenseEvaluation, dataset: str, settings: list[tuple[str, float]], cfg: DefenseConfig,
                    inv_cfg: InversionConfig, profile: str, seed: int, progress: bool) -> None:
-    from ..experiments.recovery import attack_unlearned_model, make_unlearning_case
-
-    from ..data import load as load_dataset
-    from ..models import default_model_for
+    from ..experiments.recovery import attack_unlearned_model, make_unlearning_case, recovery_model_for
 
     # chapter 3's attack model (convnet-spatial for images), so the undefended attack really recovers
-    model = default_model_for(load_dataset(dataset, "train").kind, attack="recovery")
-    pipe = prepare_pipeline(dataset, model, profile=profile, seed=0, progress=progress)
+    pipe = prepare_pipeline(dataset, recovery_model_for(dataset), profile=profile, seed=0, progress=progress)
     if pipe.public.kind != "image":
         raise CourseError(f"Chapter 6's feature-recovery evaluation needs images; {dataset!r} is tabular.")
     # the developer's M (float64, as chapter 3: float32 rounds part of the tiny update away) and M0

@@ -22,8 +22,7 @@ from dataclasses import asdict, dataclass, field
 from ..attacks.gradient_estimation import (estimate_gradient, estimate_gradient_reference, gradient_cosine,
                                            true_gradient)
 from ..attacks.inversion import InversionConfig
-from ..config import get_profile
-from ..errors import CourseError
+from ..config import get_profile, merge_overrides
 from ..train import prepare_pipeline
 from .recovery import attack_unlearned_model, make_unlearning_case
 
@@ -58,12 +57,7 @@ class GradientLabConfig:
     @classmethod
     def for_profile(cls, profile: str | None = None, **overrides) -> "GradientLabConfig":
         name = get_profile(profile).name
-        settings = dict(cls.PROFILE_BUDGETS[name])
-        unknown = set(overrides) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise CourseError(f"Unknown GradientLabConfig setting(s): {', '.join(sorted(unknown))}.")
-        settings.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**settings)
+        return cls(**merge_overrides(cls, cls.PROFILE_BUDGETS[name], overrides, "GradientLabConfig"))
 
 
 @dataclass

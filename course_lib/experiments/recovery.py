@@ -235,6 +235,11 @@ def _data_in_precision(data: Dataset, precision: str) -> Dataset:
     return Dataset(data.name, data.x.to(dtype), data.y, list(data.classes), data.kind, list(data.feature_names))
 
 
+def recovery_model_for(dataset: str) -> str:
+    """The feature-recovery attack's default architecture for ``dataset``: ``convnet-spatial`` or ``mlp``."""
+    return default_model_for(load_dataset(dataset, "train").kind, attack="recovery")
+
+
 @dataclass
 class UnlearningCase:
     """What the developer produced: M, M_u and the sets involved (for attacks and labs)."""
@@ -286,7 +291,7 @@ def make_unlearning_case(dataset: str = "mnist-5k", model: str | None = None, *,
     check_choice(unlearning, UNLEARNING_METHODS, "unlearning method")
     check_choice(precision, PRECISIONS, "precision")
     if pipeline is None and model is None:
-        model = default_model_for(load_dataset(dataset, "train").kind, attack="recovery")
+        model = recovery_model_for(dataset)
     pipe = pipeline or prepare_pipeline(dataset, model, profile=profile, seed=pipeline_seed, progress=progress)
     prof = pipe.profile
     epochs = pipe.finetune_epochs if epochs is None else int(epochs)
@@ -372,4 +377,4 @@ def run_recovery(dataset: str = "mnist-5k", model: str | None = None, unlearning
 
 
 __all__ = ["RecoveryResult", "attack_unlearned_model", "run_recovery", "make_unlearning_case", "UnlearningCase",
-           "score_recovery", "UNLEARNING_METHODS", "LABEL_MODES", "PRECISIONS", "ESTIMATORS"]
+           "score_recovery", "recovery_model_for", "UNLEARNING_METHODS", "LABEL_MODES", "PRECISIONS", "ESTIMATORS"]

@@ -39,7 +39,7 @@ from .. import data as data_mod
 from ..attacks.membership import ShadowMIA, fit_shadow_mia, shadow_halves, svc_mia_efficacy
 from ..attacks.uma import output_distance, robustness_verdict, unlearning_mapping_attack
 from ..cache import atomic_write_text, cached_model, config_key
-from ..config import get_device, get_profile, seed_everything
+from ..config import get_device, get_profile, merge_overrides, seed_everything
 from ..data import Dataset
 from ..errors import CacheCorruptError, CourseError, check_range
 from ..models import MODEL_NAMES, build_model, default_model_for
@@ -113,11 +113,7 @@ class RubConfig:
             "full": cls("full", width=32, epochs=30, lr=0.05, batch_size=64, shadow_epochs=120,
                         attack_samples=None, uma_steps=50, seeds=10, mia_seeds=5),
         }
-        cfg = table[name]
-        unknown = set(overrides) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise CourseError(f"Unknown RUB setting(s) {', '.join(sorted(unknown))}.")
-        return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+        return replace(table[name], **merge_overrides(cls, {}, overrides, "RUB"))
 
     def to_dict(self) -> dict:
         return asdict(self)
