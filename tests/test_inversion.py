@@ -167,11 +167,16 @@ def test_approximate_unlearning_leaks_the_digit(digits_pipe):
 
 
 def test_exact_unlearning_of_a_small_training_set_leaks(digits_pipe):
-    """Quick version of the exact bar: training set of 8, mean PSNR >= mean-image baseline + 3 dB."""
+    """Quick version of the exact bar: training set of 8, mean PSNR >= mean-image baseline + 3 dB.
+
+    Without the Softplus surrogate (``smooth_beta=0``): on these 8x8 digits under *exact*
+    unlearning it costs about 2 dB (measured: 17.0 dB mean without, 14.2 with, baseline 12.8),
+    while on MNIST under approximate unlearning it gains 2-7 dB (see InversionConfig.smooth_beta).
+    """
     psnr, base = [], []
     for j in range(3):
         r = run_recovery(pipeline=digits_pipe, unlearning="exact", train_size=8, forget=[j], seed=0, progress=False,
-                         profile="quick")
+                         profile="quick", smooth_beta=0)
         psnr.append(r.samples[0]["psnr"])
         base.append(r.summary["baseline_mean_image_psnr"])
     assert sum(psnr) / 3 >= sum(base) / 3 + 3.0

@@ -108,6 +108,24 @@ class InversionConfig:
         ``"none"``: eq. (5), one cosine over all parameters (default). ``"equal"``: the mean of
         per-parameter-tensor cosines, so early layers (which carry pixel detail but little of the
         gradient's norm) weigh as much as deep ones. A variant for experiments, not the paper's.
+    smooth_beta:
+        The attacker optimises eq. (4) on a copy of the model whose ReLUs are replaced by
+        ``Softplus(beta=smooth_beta)`` (same weights); ``0`` uses the model as it is. Why: the
+        cosine loss of a ReLU network is piecewise smooth in x' with pieces far smaller than an
+        Adam step -- on the ``standard`` MNIST ConvNet, starting at the removed digit plus noise of
+        0.05, 300 steps of lr 0.01 *raised* the loss from 0.006 to 0.05 and took the image from 36
+        to 14 dB; with Softplus(20) it stayed at 27 dB. ``beta = 20`` changes each activation by
+        at most ln(2)/20 ~ 0.035. Restarts are still ranked by the loss of the real model. Our
+        addition; the paper optimises the model as it is. Measured (approximate unlearning, one
+        MNIST digit, 8 seeds, median): ``quick`` 21.2 -> 23.3 dB, ``standard`` 14.2 -> 21.0 dB.
+        Not always a gain: under *exact* unlearning on the 8x8 digits it cost about 2 dB (17.0
+        -> 14.2, three samples). Ignored for tabular rows (like ``tv_weight``): on German Credit
+        the MLP's exact objective recovers a row to RMSE 0.0003 as it is, 0.0098 smoothed.
+    refine_lr:
+        Adam's initial learning rate of the cosine stage when it starts from the feature stage's
+        images (a refinement: ``lr`` would throw the good start away). Without the feature stage
+        the cosine stage uses ``lr``. With known labels the feature stage's images stay
+        candidates: the result is the lowest attack loss (real model) over them and the refined ones.
     batched:
         ``True`` optimises all restarts in one vmapped batch; ``False`` one after another.
     prune_at, prune_keep:
@@ -130,6 +148,8 @@ class InversionConfig:
     label_strategy: str = "analytic"
     soft_known_label: bool = False
     layer_weighting: str = "none"
+    smooth_beta: float = 20.0
+    refine_lr: float = 0.01
     batched: bool = True
     prune_at: tuple[float, ...] = (0.15, 0.3)
     prune_keep: float = 0.25
@@ -159,8 +179,10 @@ class InversionConfig:
             raise CourseError(f"iterations must be at least 1; got {self.iterations}.")
         if self.feature_iterations < 0:
             raise CourseError(f"feature_iterations must be >= 0; got {self.feature_iterations}.")
-        if self.lr <= 0:
-            raise CourseError(f"The learning rate must be positive; got {self.lr}.")
+        if self.lr <= 0 or self.refine_lr <= 0:
+            raise CourseError(f"The learning rates must be positive; got lr={self.lr}, refine_lr={self.refine_lr}.")
+        if self.smooth_beta < 0:
+            raise CourseError(f"smooth_beta must be >= 0 (0 switches smoothing off); got {self.smooth_beta}.")
         if self.tv_weight < 0:
             raise CourseError(f"tv_weight must be >= 0; got {self.tv_weight}.")
         check_choice(self.init, ("uniform", "gray", "dark"), "initialisation")
@@ -330,9 +352,10 @@ def _last_linear(model: nn.Module, num_classes: int) -> nn.Linear | None:
     return last
 
 
-def _adam_with_step_decay(leaves: list[torch.Tensor], config: InversionConfig, iterations: int):
-    """Adam at ``config.lr`` on ``leaves``, decayed by ``decay_factor`` at ``decay_at`` x ``iterations``."""
-    opt = torch.optim.Adam(leaves, lr=config.lr)
+def _adam_with_step_decay(leaves: list[torch.Tensor], config: InversionConfig, iterations: int,
+                          lr: float | None = None):
+    """Adam at ``lr`` (default ``config.lr``) on ``leaves``, decayed by ``decay_factor`` at ``decay_at`` x ``iterations``."""
+    opt = torch.optim.Adam(leaves, lr=config.lr if lr is None else lr)
     milestones = sorted({int(f * iterations) for f in config.decay_at if 0 < f < 1})
     return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=config.decay_factor)
 
@@ -369,6 +392,23 @@ def _feature_stage(model: nn.Module, linear: nn.Linear, h: torch.Tensor, x: torc
     finally:
         handle.remove()
     return x.detach()
+
+
+def smoothed_model(model: nn.Module, beta: float) -> nn.Module:
+    """A copy of ``model`` with every ``nn.ReLU`` module replaced by ``nn.Softplus(beta)`` (same weights).
+
+    ``beta <= 0`` returns ``model`` itself. See ``InversionConfig.smooth_beta``.
+    """
+    if beta <= 0 or not any(isinstance(m, nn.ReLU) for m in model.modules()):
+        return model
+    import copy
+
+    smooth = copy.deepcopy(model)
+    for parent in smooth.modules():
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.ReLU):
+                setattr(parent, name, nn.Softplus(beta=beta))
+    return smooth.eval()
 
 
 def _attack_model(model: nn.Module) -> nn.Module:
@@ -422,7 +462,8 @@ def _init_inputs(shape: tuple[int, ...], init: str, gen: torch.Generator) -> tor
 
 
 def _optimise(loss_fn: Callable, x: torch.Tensor, z: torch.Tensor | None, y_fixed: torch.Tensor | None,
-              config: InversionConfig, bar, vmapped: bool, monitor: Callable | None, offset: int):
+              config: InversionConfig, bar, vmapped: bool, monitor: Callable | None, offset: int,
+              lr: float | None = None):
     """Run Adam on ``x`` (R, K, ...) (and label logits ``z``).
 
     Returns ``(x, z, y_fixed, history, restart_iterations)``: the final leaves (fewer restarts
@@ -431,7 +472,7 @@ def _optimise(loss_fn: Callable, x: torch.Tensor, z: torch.Tensor | None, y_fixe
     x = x.detach().clone().requires_grad_(True)
     z = z.detach().clone() if z is not None else None
     leaves = [x] + ([z.requires_grad_(True)] if z is not None else [])
-    opt, sched = _adam_with_step_decay(leaves, config, config.iterations)
+    opt, sched = _adam_with_step_decay(leaves, config, config.iterations, lr)
     batched_loss = vmap(loss_fn) if vmapped else None
     history = []
     spent = 0
@@ -563,6 +604,11 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
 
     loss_fn = _per_restart_loss(model, params, buffers, target_unit, config.tv_weight, image,
                                 config.layer_weighting)
+    smooth = smoothed_model(model, config.smooth_beta) if image else model
+    search_loss = loss_fn if smooth is model else _per_restart_loss(
+        smooth, {k: v.detach() for k, v in smooth.named_parameters()},
+        {k: v.detach() for k, v in smooth.named_buffers()}, target_unit, config.tv_weight, image,
+        config.layer_weighting)
     linear = _last_linear(model, num_classes)
     h = (classifier_input_estimate(target, num_classes, labels_t if labels_t is not None else found)
          if config.feature_iterations > 0 and linear is not None else None)
@@ -576,16 +622,23 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
             x = _feature_stage(model, linear, h, x, config, image, bar)
         else:
             x = torch.cat([_feature_stage(model, linear, h, x[r:r + 1], config, image, bar) for r in range(R)])
+    # the feature stage's images stay candidates (fixed labels only): the final pick below takes
+    # the lowest attack loss of the real model over them and the refined images
+    x_start = x.detach().clone() if h is not None and z is None else None
+    y_start = y_fixed
+    stage_lr = config.refine_lr if h is not None else config.lr
     if config.batched:
-        x, z, y_fixed, history, spent = _optimise(loss_fn, x, z, y_fixed, config, bar, True, monitor, 0)
+        x, z, y_fixed, history, spent = _optimise(search_loss, x, z, y_fixed, config, bar, True, monitor, 0,
+                                                  stage_lr)
     else:
         history, spent = [], 0
         parts_x, parts_z = [], []
         for r in range(R):
             zr = z[r:r + 1] if z is not None else None
             yr = y_fixed[r:r + 1] if y_fixed is not None else None
-            xr, zr, _, h, n = _optimise(loss_fn, x[r:r + 1], zr, yr, config, bar, False, monitor, r)
-            history, spent = history or h, spent + n
+            xr, zr, _, hist, n = _optimise(search_loss, x[r:r + 1], zr, yr, config, bar, False, monitor, r,
+                                           stage_lr)
+            history, spent = history or hist, spent + n
             parts_x.append(xr)
             if zr is not None:
                 parts_z.append(zr)
@@ -596,8 +649,12 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
 
     x = x.detach()
     y_final = F.softmax(z.detach(), dim=-1) if z is not None else y_fixed
-    # score every restart on its final, projected input (no ground truth involved)
+    # score every restart on its final, projected input with the real model (no ground truth involved)
     final = torch.stack([loss_fn(x[r], y_final[r]).detach() for r in range(x.shape[0])])
+    if x_start is not None:
+        start_losses = torch.stack([loss_fn(x_start[r], y_start[r]).detach() for r in range(x_start.shape[0])])
+        if float(start_losses.min()) < float(final.min()):
+            x, y_final, final = x_start, y_start, start_losses
     best = int(torch.argmin(final))
     if z is not None and labels_t is None:
         labels_out = z[best].argmax(dim=-1).cpu()
@@ -616,4 +673,4 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
 
 
 __all__ = ["InversionConfig", "InversionResult", "invert_gradient", "analytic_labels", "total_variation",
-           "cosine_loss", "classifier_input_estimate", "soft_cross_entropy"]
+           "cosine_loss", "classifier_input_estimate", "soft_cross_entropy", "smoothed_model"]
