@@ -9,8 +9,8 @@ from torch import nn
 
 from course_lib.attacks.blackbox import BlackBoxAPI
 from course_lib.attacks.label_only import LabelOnlyConfig, build_boundary_probes, infer_label_only
-from course_lib.attacks.probing import (ProbeConfig, build_probes, confidence_drop, infer_unlearned_label,
-                                        margin_loss, probe_unlearned, top_k_classes)
+from course_lib.attacks.probing import (ProbeConfig, build_probes, calibrate_probes, confidence_drop,
+                                        infer_unlearned_label, margin_loss, probe_unlearned, top_k_classes)
 from course_lib.cli import main
 from course_lib.errors import CourseError
 
@@ -93,6 +93,42 @@ def test_probes_reach_the_confidence_target_through_queries_only(method):
     assert int(probes.queries.sum()) == api.queries
     # the recorded prediction vectors are the model's own on the final probes
     assert torch.allclose(probes.probs, BlackBoxAPI(tiny_model(), "probs").query(probes.x))
+
+
+def two_class_model(shift: float = 0.0):
+    """logit_0 = 30 * mean(x) - shift, logit_1 = 30 * (1 - mean(x)): bright inputs are a saturated "0"."""
+    lin = nn.Linear(36, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.stack([torch.full((36,), 30 / 36), torch.full((36,), -30 / 36)]))
+        lin.bias.copy_(torch.tensor([-shift, 30.0]))
+    return nn.Sequential(nn.Flatten(), lin).eval()
+
+
+def test_calibration_brings_a_saturated_probe_back_to_the_target_so_it_can_show_a_drop():
+    # a probe of class 0 at p_0 = 1 - 1e-13 (all-white input) and one of class 1, just as saturated
+    # (all black): each is pulled back towards the other
+    x = torch.stack([torch.ones(1, 6, 6), torch.zeros(1, 6, 6)])
+    target = torch.tensor([0, 1])
+    api = BlackBoxAPI(two_class_model(), "probs")
+    probs = api.query(x)
+    assert 1 - float(probs[0, 0]) < 1e-10
+    # unlearning that lowers class 0's logit by 0.5: the saturated probe sees no drop at all
+    unlearned = BlackBoxAPI(two_class_model(shift=0.5), "probs")
+    assert float(probs[0, 0] - unlearned.query(x)[0, 0]) < 1e-9
+    cfg = ProbeConfig(calibration_band=0.5)
+    before = api.queries
+    x_cal, probs_cal, used = calibrate_probes(api, x, probs, target, cfg)
+    err = 1 - probs_cal[torch.arange(2), target]
+    assert bool(((err >= 0.5e-3) & (err <= 1e-3)).all()), err
+    assert torch.allclose(probs_cal, BlackBoxAPI(two_class_model(), "probs").query(x_cal))
+    assert int(used.sum()) == api.queries - before and bool(((used > 0) & (used <= 30)).all())
+    assert float(x_cal.min()) >= 0 and float(x_cal.max()) <= 1
+    # the calibrated probe now registers the drop (about 1e-3 * (1 - e^-0.5) ~ 4e-4)
+    drop = float(probs_cal[0, 0] - unlearned.query(x_cal)[0, 0])
+    assert drop > 1e-4, drop
+    # band 0 switches calibration off inside build_probes; a bad band is refused
+    with pytest.raises(CourseError, match="calibration_band"):
+        ProbeConfig(calibration_band=1.5).validate()
 
 
 def test_probe_construction_refuses_a_label_only_api():
