@@ -12,7 +12,7 @@ from course_lib.experiments.rub import read_rows, row_id, run_rub
 from course_lib.models import build_model
 from course_lib.train import train_model
 from course_lib.unlearn import get_method, list_methods, register_method, unregister_method
-from course_lib.unlearn.methods import saliency_mask, salun, woodfisher_inverse_product
+from course_lib.unlearn.methods import influence_unlearning, saliency_mask, salun, woodfisher_inverse_product
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,37 @@ def test_salun_mask_is_a_hard_constraint(digits_model):
         assert torch.equal(p0[~m], p1[~m]), "a non-salient weight moved"
         moved += int((p0[m] != p1[m]).sum())
     assert moved > 0.5 * sum(int(m.sum()) for m in mask)
+
+
+def test_iu_lengthens_its_newton_step_until_the_forget_set_is_forgotten():
+    torch.manual_seed(0)
+    train = load("digits", "train")
+    model = build_model("mlp", train.input_shape, train.num_classes, width=16)
+    train_model(model, train, epochs=20, lr=0.05, batch_size=64, progress=False)  # ~99 % train accuracy
+    model.eval()
+    forget_idx = torch.nonzero(train.y == 0).flatten()
+    forget, retain = train.subset(forget_idx), train.without(forget_idx)
+
+    def forget_accuracy(m):
+        with torch.no_grad():
+            return float((m(forget.x).argmax(1) == forget.y).float().mean())
+
+    assert forget_accuracy(model) > 0.9
+    # a step far too short keeps the class; the doubling search from the same start forgets it
+    short = influence_unlearning(model, forget, retain, alpha=1e-6, n_fisher=64, stop_accuracy=None, seed=0)
+    assert forget_accuracy(short) > 0.9
+    searched = influence_unlearning(model, forget, retain, alpha=1e-6, n_fisher=64, stop_accuracy=0.08,
+                                    growth=2.0, max_growths=30, seed=0)
+    assert forget_accuracy(searched) <= 0.08
+    # it stops at the first step that forgets: half that step still remembers
+    delta = [p1 - p0 for p0, p1 in zip(model.parameters(), searched.parameters())]
+    half = influence_unlearning(model, forget, retain, alpha=1e-6, n_fisher=64, stop_accuracy=None, seed=0)
+    with torch.no_grad():
+        for p, p0, d in zip(half.parameters(), model.parameters(), delta):
+            p.copy_(p0 + 0.5 * d)
+    assert forget_accuracy(half) > 0.08
+    with pytest.raises(CourseError, match="growth"):
+        influence_unlearning(model, forget, retain, growth=1.0)
 
 
 def test_woodfisher_equals_the_dense_damped_fisher_inverse():
@@ -125,8 +156,9 @@ def test_quick_benchmark_every_method_forgets_and_keeps_accuracy(quick_run):
 
 def test_quick_benchmark_shows_the_rub_pattern(quick_run):
     # The issue's bar asks for at least two of FT, IU, l1-sparse, GA to regain >= 30 points at
-    # 16/255. The quick run (one seed, 100 forget digits) measured on a clean clone: IU +67,
-    # FT +16, GA +2, so only the weaker form holds here; the issue stays open on that point.
+    # 16/255. The quick run (one seed, 100 forget digits) measured: IU +76 (its step grown 1.5x at a
+    # time until it forgets; with 2x it regained only +14 on this seed), FT +16, GA +2, so only the
+    # weaker form holds here. The standard run (3 seeds) shows the two-method form (see the note).
     pattern = quick_run.rub_pattern(16 / 255)
     assert pattern["retrain_ua_under_attack"] <= 5.0
     gains = {m: pattern["ua_gain_points"][m] for m in ("FT", "IU", "l1-sparse", "GA")}
