@@ -100,7 +100,8 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="quick", help="pipeline profile (model width); default quick")
     ap.add_argument("--dataset", default="mnist-5k", help="image dataset (default mnist-5k; digits is 8x8)")
     ap.add_argument("--model", default="convnet-spatial", help="architecture (default convnet-spatial, chapter 3's)")
-    ap.add_argument("--out", default="benchmarks/inversion-results.jsonl")
+    ap.add_argument("--out", default="benchmarks/results/inversion.jsonl",
+                    help="JSON-lines results file (default benchmarks/results/inversion.jsonl, not tracked)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: on a shared 2-core machine more threads oversubscribe)")
     ap.add_argument("--json", action="store_true")
