@@ -57,6 +57,7 @@ their gradient at theta, eq. (3), points the same way as the target gradient:
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
@@ -401,8 +402,6 @@ def smoothed_model(model: nn.Module, beta: float) -> nn.Module:
     """
     if beta <= 0 or not any(isinstance(m, nn.ReLU) for m in model.modules()):
         return model
-    import copy
-
     smooth = copy.deepcopy(model)
     for parent in smooth.modules():
         for name, child in list(parent.named_children()):
@@ -416,8 +415,6 @@ def _attack_model(model: nn.Module) -> nn.Module:
     p = next(model.parameters())
     if p.dtype == torch.float32:
         return model.eval()
-    import copy
-
     return copy.deepcopy(model).float().eval()
 
 
@@ -559,7 +556,6 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
     config = (config or InversionConfig.for_profile()).validated()
     model = _attack_model(model)
     params = {k: v.detach() for k, v in model.named_parameters()}
-    buffers = {k: v.detach() for k, v in model.named_buffers()}
     target = list(target_gradient)
     if len(target) != len(params) or any(tuple(t.shape) != tuple(p.shape) for t, p in zip(target, params.values())):
         raise CourseError("The target gradient does not match the model's parameters (count or shapes differ): "
@@ -602,13 +598,14 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
         y_fixed = None
         z = torch.zeros(R, K, num_classes, device=device)  # uniform soft label, as in Appendix B
 
-    loss_fn = _per_restart_loss(model, params, buffers, target_unit, config.tv_weight, image,
-                                config.layer_weighting)
+    def loss_for(m: nn.Module) -> Callable:
+        return _per_restart_loss(m, {k: v.detach() for k, v in m.named_parameters()},
+                                 {k: v.detach() for k, v in m.named_buffers()}, target_unit,
+                                 config.tv_weight, image, config.layer_weighting)
+
+    loss_fn = loss_for(model)  # the real model: ranks the restarts
     smooth = smoothed_model(model, config.smooth_beta) if image else model
-    search_loss = loss_fn if smooth is model else _per_restart_loss(
-        smooth, {k: v.detach() for k, v in smooth.named_parameters()},
-        {k: v.detach() for k, v in smooth.named_buffers()}, target_unit, config.tv_weight, image,
-        config.layer_weighting)
+    search_loss = loss_fn if smooth is model else loss_for(smooth)  # what Adam descends
     linear = _last_linear(model, num_classes)
     h = (classifier_input_estimate(target, num_classes, labels_t if labels_t is not None else found)
          if config.feature_iterations > 0 and linear is not None else None)

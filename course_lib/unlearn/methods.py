@@ -37,9 +37,10 @@ step (FT keeps 79 % UA at lr 0.1 and reaches 0 % at 0.2). IU's right step length
 (UA 4 %) but kept 62 % and 93 % on seeds 1 and 2. IU therefore lengthens its step by 1.5x until the
 forget accuracy is at most 8 % (the check GA uses), with a 256-sample Fisher: standard TA 98.1 /
 98.3 / 98.6 %, UA 1.3 / 0 / 0 % over seeds 0-2 (with 64 samples seed 2 needed a step that cost 10
-points of TA). How much UMA regains from IU then varies wildly by seed (16/255: 77 / 1.7 / 1.0 %). GA could not be tuned to keep TA within 5 points: whenever the forget accuracy
-reached 10 % the test accuracy had fallen to 75-84 % (lr 5e-5 to 3e-4, with or without momentum,
-with a per-sample bound on the loss). Ascending only on forget samples that are still classified
+points of TA). How much UMA regains from IU then varies wildly by seed (16/255: 77 / 1.7 / 1.0 %).
+GA could not be tuned to keep TA within 5 points: whenever the forget accuracy reached 10 % the
+test accuracy had fallen to 75-84 % (lr 5e-5 to 3e-4, with or without momentum, with a per-sample
+bound on the loss). Ascending only on forget samples that are still classified
 correctly helps (TA 86-88 %) but not enough; step by step, the forget accuracy falls 48 -> 17.5 ->
 0.5 % while TA falls 94.4 -> 91.8 -> 86.4 %. A known weakness of plain gradient ascent.
 
@@ -69,6 +70,16 @@ from .registry import register_method
 
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def forget_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy of ``model`` (switched to eval mode) on ``x`` ``(N, ...)`` with labels ``y`` ``(N,)``.
+
+    The stopping check of GA and IU: both stop once the forget set is forgotten.
+    """
+    model.eval()
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
 
 
 def sgd_loop(model: nn.Module, data: Dataset, *, epochs: int, lr: float, batch_size: int = 64,
@@ -236,10 +247,8 @@ def gradient_ascent(original: nn.Module, forget: Dataset, retain: Dataset, *, ep
     def check(m: nn.Module) -> None:
         if stop_accuracy is None:
             return
-        with torch.no_grad():
-            m.eval()
-            acc = float((m(xf).argmax(1) == yf).float().mean())
-            _set_bn(m, "eval")
+        acc = forget_accuracy(m, xf, yf)
+        _set_bn(m, "eval")
         if acc <= stop_accuracy:
             raise _StopTraining
 
@@ -333,13 +342,13 @@ def influence_unlearning(original: nn.Module, forget: Dataset, retain: Dataset, 
     forget-set check that stops GA. If none gets there, the longest step is kept. ``None`` takes
     the single step ``alpha``. A growth of 2 overshot (UA 0 % where 8 % was asked), 1.5 lands closer.
     """
+    if max_growths < 0 or growth <= 1:
+        raise CourseError(f"IU needs growth > 1 and max_growths >= 0; got growth={growth}, max_growths={max_growths}.")
     seed_everything(seed)
     model = clone_model(original)
     n_u, n_r = len(forget), len(retain)
     v = (n_u / (n_u + n_r)) * (mean_gradient(model, forget) - mean_gradient(model, retain))
     step = woodfisher_inverse_product(model, retain, v, n_samples=n_fisher, damping=damping, seed=seed)
-    if max_growths < 0 or growth <= 1:
-        raise CourseError(f"IU needs growth > 1 and max_growths >= 0; got growth={growth}, max_growths={max_growths}.")
     start = [p.detach().clone() for p in model.parameters()]
     device = _device(model)
     xf, yf = forget.x.to(device), forget.y.to(device)
@@ -353,9 +362,8 @@ def influence_unlearning(original: nn.Module, forget: Dataset, retain: Dataset, 
                 k = p.numel()
                 p.copy_(p0 + scale * step[offset:offset + k].view_as(p))
                 offset += k
-            model.eval()
-            if stop_accuracy is None or float((model(xf).argmax(1) == yf).float().mean()) <= stop_accuracy:
-                break
+        if stop_accuracy is None or forget_accuracy(model, xf, yf) <= stop_accuracy:
+            break
     model.eval()
     return model
 
