@@ -84,6 +84,11 @@ def test_batched_restarts_equal_sequential_restarts():
     assert torch.allclose(a.all_images, b.all_images, atol=1e-5)
     assert a.cost["restart_iterations"] == b.cost["restart_iterations"] == 36
     assert a.images.shape == (2, 6) and 0 <= float(a.images.min()) and float(a.images.max()) <= 1
+    # a budget so small that a pruning point rounds to step 0 prunes nothing there (no loss yet)
+    tiny = invert_gradient(model, target, input_shape=(6,), num_classes=3, num_samples=2, labels=[0, 2],
+                           config=InversionConfig(restarts=4, iterations=5, progress=False, prune_at=(0.1, 0.5)),
+                           seed=1)
+    assert tiny.cost["restart_iterations"] == 2 * 4 + 3 * 1  # 4 restarts, then a quarter of them from step 2
 
 
 def test_bad_inputs_raise_course_errors(pipe):

@@ -474,7 +474,8 @@ def _optimise(loss_fn: Callable, x: torch.Tensor, z: torch.Tensor | None, y_fixe
     history = []
     spent = 0
     every = max(1, config.iterations // 50)
-    prune_steps = {int(f * config.iterations) for f in config.prune_at if 0 < f < 1} if vmapped else set()
+    # a pruning point needs a loss to rank by: none before the first step (tiny budgets round to 0)
+    prune_steps = {int(f * config.iterations) for f in config.prune_at if 0 < f < 1} - {0} if vmapped else set()
     for it in range(config.iterations):
         if it in prune_steps and x.shape[0] > 1:
             x, z, y_fixed, opt = _prune(x, z, y_fixed, opt, losses.detach(), config.prune_keep)
