@@ -366,7 +366,10 @@ def woodfisher_inverse_product(model: nn.Module, data: Dataset, v: torch.Tensor,
 
         F^{-1} v = (1/damping) * (v - G^T (m * damping * I + G G^T)^{-1} G v),   G = [g_1; ...; g_m]
 
-    Cost: m backward passes and an m x m solve; memory m x P floats. Returns a tensor (P,).
+    Cost: m backward passes and an m x m solve. Memory: G is kept in float32 (the gradients'
+    own precision), m x P x 4 bytes, and every product with it runs in float64 on blocks of
+    ``block`` rows (ResNet-18, m = 256: 11.5 GB, where a float64 copy of G needed 45 GB at its peak
+    and was killed on a 24 GB machine). Returns a tensor (P,).
     """
     if damping <= 0:
         raise CourseError(f"damping must be > 0; got {damping}.")
@@ -374,13 +377,29 @@ def woodfisher_inverse_product(model: nn.Module, data: Dataset, v: torch.Tensor,
     device = _device(model)
     gen = torch.Generator().manual_seed(int(seed))
     idx = torch.randperm(len(data), generator=gen)[:max(1, min(int(n_samples), len(data)))]
-    rows = [_flat_grad(model, data.x[i:i + 1].to(device), data.y[i:i + 1].to(device)) for i in idx.tolist()]
-    G = torch.stack(rows).double()                               # (m, P)
-    m = G.shape[0]
-    v64 = v.double()
-    small = m * damping * torch.eye(m, dtype=torch.float64, device=G.device) + G @ G.T
-    coef = torch.linalg.solve(small, G @ v64)                    # (m,)
-    return ((v64 - G.T @ coef) / damping).to(v.dtype)
+    m = len(idx)
+    G = torch.empty((m, v.numel()), dtype=torch.float32, device=device)   # (m, P)
+    for row, i in enumerate(idx.tolist()):
+        G[row] = _flat_grad(model, data.x[i:i + 1].to(device), data.y[i:i + 1].to(device))
+    block = 16
+    spans = [slice(a, min(a + block, m)) for a in range(0, m, block)]
+    v64 = v.to(device=device, dtype=torch.float64)
+    small = m * damping * torch.eye(m, dtype=torch.float64, device=device)
+    gv = torch.empty(m, dtype=torch.float64, device=device)
+    for a in spans:
+        ga = G[a].double()
+        gv[a] = ga @ v64
+        for b in spans:
+            if b.start >= a.start:
+                prod = ga @ G[b].double().T
+                small[a, b] += prod
+                if b.start != a.start:
+                    small[b, a] += prod.T
+    coef = torch.linalg.solve(small, gv)                         # (m,)
+    out = v64.clone()
+    for a in spans:
+        out -= G[a].double().T @ coef[a]
+    return (out / damping).to(v.dtype)
 
 
 @register_method("IU", description="influence unlearning: one Newton step with the WoodFisher inverse Fisher")
