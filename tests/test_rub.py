@@ -179,16 +179,15 @@ def test_quick_benchmark_every_method_forgets_and_keeps_accuracy(quick_run):
 
 
 def test_quick_benchmark_shows_the_rub_pattern(quick_run):
-    # The bar asks for at least two of FT, IU, l1-sparse, GA to regain >= 30 points at
-    # 16/255. The quick run (one seed, 100 forget digits) measured FT +16, GA +2, l1-sparse +2, and
-    # IU +14 when its step grew 2x at a time; grown 1.5x at a time (the default) IU passes the 30
-    # here (on the same seed at standard it regains 77 %). So only the weaker form holds at quick;
-    # the standard run (3 seeds: GA +32.6, l1-sparse +30.6) shows the two-method form.
+    # The bar: retrain stays <= 5 % under UMA at 16/255 while at least two of FT, IU,
+    # l1-sparse and GA regain >= 30 points. Measured at quick (seed 0, 100 forget digits): GA +66,
+    # IU +71, FT +14, l1-sparse +2, retrain 0. (At standard, 3 seeds, only GA clears 30 points at
+    # 16/255 and FT, IU and l1-sparse join it at 24/255; see chapter 5.)
     pattern = quick_run.rub_pattern(16 / 255)
     assert pattern["retrain_ua_under_attack"] <= 5.0
     gains = {m: pattern["ua_gain_points"][m] for m in ("FT", "IU", "l1-sparse", "GA")}
-    assert max(gains.values()) >= 30, pattern
-    assert sum(gains.values()) / len(gains) >= pattern["retrain_ua_under_attack"] + 10.0, pattern
+    assert sum(g >= 30 for g in gains.values()) >= 2, pattern
+    assert pattern["pattern"] and "GA" in pattern["methods_regaining_30_points"], pattern
     table = quick_run.table()
     assert "UA (ε=16/255)" in table.columns and "retrain" in table.index
     d = quick_run.to_dict()
