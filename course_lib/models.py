@@ -129,6 +129,17 @@ def default_model_for(data_kind: str, attack: str = "any") -> str:
     return "convnet-spatial" if attack == "recovery" else "convnet"
 
 
+def classifier_head(model: nn.Module) -> nn.Linear:
+    """The model's last ``nn.Linear`` module: the classifier head of every model built here.
+
+    Used by GA (which ascends on it alone) and by the inversion attack's feature stage.
+    """
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise CourseError("This model has no nn.Linear layer, so it has no classifier head.")
+    return linears[-1]
+
+
 def parameter_vector(model: nn.Module) -> torch.Tensor:
     """All trainable parameters flattened into one vector (a copy, detached)."""
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])

@@ -9,10 +9,10 @@ from course_lib.cli import main
 from course_lib.data import load
 from course_lib.errors import CourseError
 from course_lib.experiments.rub import read_rows, row_id, run_rub
-from course_lib.models import build_model
+from course_lib.models import build_model, classifier_head
 from course_lib.train import accuracy, train_model
 from course_lib.unlearn import get_method, list_methods, register_method, unregister_method
-from course_lib.unlearn.methods import (classifier_head, forget_accuracy, influence_unlearning, saliency_mask, salun,
+from course_lib.unlearn.methods import (forget_accuracy, influence_unlearning, saliency_mask, salun,
                                        woodfisher_inverse_product)
 
 

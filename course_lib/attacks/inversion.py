@@ -70,6 +70,7 @@ from tqdm.auto import tqdm
 
 from ..config import get_profile, merge_overrides
 from ..errors import CourseError, check_choice
+from ..models import classifier_head
 
 
 @dataclass(frozen=True)
@@ -346,11 +347,12 @@ def classifier_input_estimate(target_gradient: Sequence[torch.Tensor], num_class
 
 
 def _last_linear(model: nn.Module, num_classes: int) -> nn.Linear | None:
-    last = None
-    for m in model.modules():
-        if isinstance(m, nn.Linear) and m.out_features == num_classes and m.bias is not None:
-            last = m
-    return last
+    """The classifier head if it maps to ``num_classes`` logits with a bias (the feature stage needs both)."""
+    try:
+        head = classifier_head(model)
+    except CourseError:
+        return None
+    return head if head.out_features == num_classes and head.bias is not None else None
 
 
 def _adam_with_step_decay(leaves: list[torch.Tensor], config: InversionConfig, iterations: int,

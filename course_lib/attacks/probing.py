@@ -531,12 +531,12 @@ def calibrate_probes(api: BlackBoxAPI, x: torch.Tensor, probs: torch.Tensor, tar
     best_probs = probs[rows].clone()
     open_ = torch.ones(len(rows), dtype=torch.bool)
     start, ref = x[rows], x[refs[rows]]
+    shape = (-1,) + (1,) * (x.dim() - 1)                   # broadcasts a per-probe a over the input
     for _ in range(cfg.calibration_steps):
         if not bool(open_.any()):
             break
         idx = torch.nonzero(open_).flatten()
         a = 0.5 * (lo[idx] + hi[idx])
-        shape = (-1,) + (1,) * (x.dim() - 1)
         cand = ((1 - a).view(shape) * start[idx].double() + a.view(shape) * ref[idx].double()).float()
         p = api.query(cand)
         used[rows[idx]] += 1
@@ -548,7 +548,6 @@ def calibrate_probes(api: BlackBoxAPI, x: torch.Tensor, probs: torch.Tensor, tar
         best[idx] = torch.where(keep, a, best[idx])
         best_probs[idx[keep]] = p[keep]
         open_[idx[meets & (e >= low)]] = False
-    shape = (-1,) + (1,) * (x.dim() - 1)
     x[rows] = ((1 - best).view(shape) * start.double() + best.view(shape) * ref.double()).float()
     probs[rows] = best_probs
     return x, probs, used

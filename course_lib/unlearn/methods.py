@@ -63,6 +63,7 @@ from tqdm.auto import tqdm
 from ..cache import cached_model, clone_model
 from ..config import seed_everything
 from ..data import Dataset
+from ..models import classifier_head
 from ..errors import CourseError, check_choice
 from ..train import set_bn_mode as _set_bn  # frozen or live batch-norm statistics
 from ..train import train_model
@@ -231,14 +232,6 @@ class _StopTraining(Exception):
     pass
 
 
-def classifier_head(model: nn.Module) -> nn.Module:
-    """The model's last ``nn.Linear`` module: the classifier head of every model in :mod:`course_lib.models`."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise CourseError("This model has no nn.Linear layer, so it has no classifier head to unlearn with.")
-    return linears[-1]
-
-
 def _land_on_threshold(model: nn.Module, before: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                        stop_accuracy: float, steps: int) -> None:
     """Move ``model`` back along its last step to the first point where forget accuracy <= ``stop_accuracy``.
@@ -391,7 +384,7 @@ def woodfisher_inverse_product(model: nn.Module, data: Dataset, v: torch.Tensor,
         gv[a] = ga @ v64
         for b in spans:
             if b.start >= a.start:
-                prod = ga @ G[b].double().T
+                prod = ga @ (ga if b == a else G[b].double()).T
                 small[a, b] += prod
                 if b.start != a.start:
                     small[b, a] += prod.T
