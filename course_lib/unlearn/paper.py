@@ -68,11 +68,26 @@ def approximate_unlearning(pretrained: nn.Module, deployed: nn.Module, forget: D
     if lr <= 0 or epochs <= 0 or batch_size <= 0:
         raise CourseError("lr, epochs and batch_size of approximate unlearning must be positive.")
     grads = summed_gradient(pretrained, forget)
+    return add_scaled_gradient(deployed, grads, lr * epochs / batch_size)
+
+
+def add_scaled_gradient(deployed: nn.Module, grads: list[torch.Tensor], scale: float, *,
+                        only: set[str] | None = None) -> nn.Module:
+    """A copy of ``deployed`` with ``scale * grads`` added to its parameters (eq. 13's update).
+
+    ``grads`` holds one tensor per parameter, in ``deployed.parameters()`` order (as
+    :func:`summed_gradient` returns them). ``only``: names (``named_parameters``) of the parameters
+    to update; the others keep M's values (``None``: all). Chapter 4's anatomy of the update uses it
+    to apply the classifier-head part and the feature part of the same update separately.
+    """
     unlearned = clone_model(deployed)
-    scale = lr * epochs / batch_size
+    names = [n for n, _ in unlearned.named_parameters()]
+    if only is not None and not set(only) <= set(names):
+        raise CourseError(f"Unknown parameter names {sorted(set(only) - set(names))}; the model has {names}.")
     with torch.no_grad():
-        for p, g in zip(unlearned.parameters(), grads):
-            p.add_(g.to(p.device), alpha=scale)
+        for name, p, g in zip(names, unlearned.parameters(), grads):
+            if only is None or name in only:
+                p.add_(g.to(p.device), alpha=scale)
     unlearned.eval()
     return unlearned
 
