@@ -208,6 +208,23 @@ def test_exact_unlearning_on_mnist_leaks_when_the_server_knows_theta0_and_n(spat
     assert sum(ref) / 2 >= sum(diff) / 2 + 3.0
 
 
+def test_gradient_shares_add_up_and_single_out_the_misread_sample(pipe):
+    """Chapter 3, several samples at once: how much of the summed gradient each removed sample carries."""
+    from course_lib.attacks.gradient_estimation import gradient_shares
+
+    m0 = pipe.pretrained
+    with torch.no_grad():
+        losses = torch.nn.functional.cross_entropy(m0(pipe.private.x[:200]), pipe.private.y[:200], reduction="none")
+    order = torch.argsort(losses)
+    idx = torch.cat([order[:3], order[-1:]])  # three digits M0 fits best, and the one it fits worst
+    shares = gradient_shares(m0, pipe.private.subset(idx))
+    assert shares.shape == (4,) and abs(float(shares.sum()) - 1.0) < 1e-9
+    assert float(shares[3]) > 0.9  # the worst-fitted digit carries almost all of the sum
+    empty = Dataset("none", pipe.private.x[:0], pipe.private.y[:0], pipe.private.classes, "image")
+    with pytest.raises(CourseError, match="No samples"):
+        gradient_shares(m0, empty)
+
+
 def test_several_samples_recovered_jointly_and_matched(digits_pipe):
     """Quick version of the multi-sample bar: 4 digits removed at once, the best one beats the mean image.
 

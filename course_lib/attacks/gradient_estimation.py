@@ -131,5 +131,26 @@ def true_gradient(model: nn.Module, samples: Dataset) -> list[torch.Tensor]:
     return [g.detach() for g in torch.autograd.grad(loss, params)]
 
 
+def gradient_shares(model: nn.Module, samples: Dataset) -> torch.Tensor:
+    """How much of the samples' summed gradient each one carries: ``<g_i, G> / ||G||^2``, float64 ``(K,)``.
+
+    ``g_i`` is sample i's cross-entropy gradient at ``model`` (eval mode) and ``G = sum_i g_i``; the
+    shares sum to 1 (a share can be slightly negative when g_i points against the others). A
+    cross-entropy gradient scales with the sample's error ``1 - p_y``, so on a well-trained model a
+    misread sample can carry almost all of G. The inversion matches G's direction to a cosine of
+    about 0.999 at best (the gradient is taken at M, the update at M0), so a sample with a share of a
+    few thousandths is effectively invisible to it. Chapter 3 (several samples removed at once).
+    """
+    if len(samples) == 0:
+        raise CourseError("No samples given: choose at least one removed sample.")
+    grads = [flatten(true_gradient(model, samples.subset(torch.tensor([i])))) for i in range(len(samples))]
+    total = torch.stack(grads).sum(0)
+    denom = float(total @ total)
+    if denom == 0.0:
+        raise CourseError("The summed gradient is zero: the model fits these samples perfectly, so they leave "
+                          "no trace to share out.")
+    return torch.stack([g @ total for g in grads]) / denom
+
+
 __all__ = ["weight_difference", "estimate_gradient", "estimate_gradient_reference", "gradient_cosine",
-           "true_gradient", "flatten"]
+           "true_gradient", "flatten", "gradient_shares"]
