@@ -16,7 +16,7 @@ to M. The update is a sum over the removed samples and over parameters, so it ca
 For each part, the same probes are sent to M and to "M plus that part" through the black-box API,
 and eqs. (9)-(11) give a confidence drop beta and an inferred class. Cross-entropy gradients scale
 with the error mass ``1 - p_y(x_i)``, so on a well-trained M0 the one or two removed samples that M0
-gets wrong carry most of u; their feature-layer gradient can move the probes of *another* class more
+fits worst carry most of u; their feature-layer gradient can move the probes of *another* class more
 than the head's class-specific change moves the unlearned class's probes. This module measures that.
 
 Public API
