@@ -70,6 +70,18 @@ def test_analytic_label_from_last_layer(pipe):
         assert int(analytic_labels(est, 10, 1)[0]) == int(forget.y[0])
 
 
+def test_analytic_label_without_a_last_bias_and_without_a_classifier():
+    # one sample's softmax - onehot, as the bias gradient, and dW = db h^T with h >= 0
+    db = torch.tensor([0.2, -0.5, 0.3], dtype=torch.float64)
+    h = torch.tensor([1.0, 2.0, 0.5, 0.0], dtype=torch.float64)
+    with_bias = [torch.randn(4, 6, dtype=torch.float64), torch.outer(db, h), db]
+    assert analytic_labels(with_bias, 3).tolist() == [1]
+    no_bias = [torch.randn(4, 6, dtype=torch.float64), torch.outer(db, h)]  # row sums: db * sum(h)
+    assert analytic_labels(no_bias, 3).tolist() == [1]
+    with pytest.raises(CourseError, match="last layer"):
+        analytic_labels([torch.randn(4, 6)], 3)
+
+
 def test_batched_restarts_equal_sequential_restarts():
     torch.manual_seed(0)
     model = MLP(6, 3, hidden=8).eval()

@@ -284,13 +284,25 @@ def soft_cross_entropy(logits: torch.Tensor, y_soft: torch.Tensor) -> torch.Tens
     return (y_soft * nll).sum()
 
 
+def _last_layer_pair(target: Sequence[torch.Tensor], num_classes: int) -> tuple[int, int] | None:
+    """Positions ``(weight, bias)`` of the classifier's last linear layer in ``target``, or ``None``."""
+    target = list(target)
+    for i in range(len(target) - 1, 0, -1):
+        b, w = target[i], target[i - 1]
+        if tuple(b.shape) == (num_classes,) and w.ndim == 2 and w.shape[0] == num_classes:
+            return i - 1, i
+    return None
+
+
 def _last_layer_signal(target: Sequence[torch.Tensor], num_classes: int) -> torch.Tensor:
     """The per-class last-layer gradient: the bias if there is one, else the weight's row sums."""
-    for g in reversed(list(target)):
-        if tuple(g.shape) == (num_classes,):
-            return g.detach().double().cpu()
+    target = list(target)
+    pair = _last_layer_pair(target, num_classes)
+    if pair is not None:
+        return torch.as_tensor(target[pair[1]]).detach().double().cpu()
+    for g in reversed(target):
         if g.ndim == 2 and g.shape[0] == num_classes:
-            return g.detach().double().cpu().sum(dim=1)
+            return torch.as_tensor(g).detach().double().cpu().sum(dim=1)
     raise CourseError("Cannot find the classifier's last layer in the target gradient "
                       f"(no parameter with {num_classes} output rows); pass the labels explicitly.")
 
@@ -309,16 +321,6 @@ def analytic_labels(target_gradient: Sequence[torch.Tensor], num_classes: int, n
     negative = [int(c) for c in order if signal[c] < 0] or [int(order[0])]
     labels = [negative[i % len(negative)] for i in range(num_samples)]
     return torch.tensor(labels, dtype=torch.long)
-
-
-def _last_layer_pair(target: Sequence[torch.Tensor], num_classes: int) -> tuple[int, int] | None:
-    """Positions ``(weight, bias)`` of the classifier's last linear layer in ``target``, or ``None``."""
-    target = list(target)
-    for i in range(len(target) - 1, 0, -1):
-        b, w = target[i], target[i - 1]
-        if tuple(b.shape) == (num_classes,) and w.ndim == 2 and w.shape[0] == num_classes:
-            return i - 1, i
-    return None
 
 
 def classifier_input_estimate(target_gradient: Sequence[torch.Tensor], num_classes: int,
