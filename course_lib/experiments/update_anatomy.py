@@ -146,7 +146,7 @@ class UpdateAnatomy:
 
 
 def _flat(tensors) -> torch.Tensor:
-    return torch.cat([t.reshape(-1).double() for t in tensors])
+    return torch.cat([t.reshape(-1).double().cpu() for t in tensors])
 
 
 def anatomy_of_approximate_unlearning(setup, probes: ProbeSet, *, classes=None, fraction: float = 1.0,
@@ -211,7 +211,7 @@ def anatomy_of_approximate_unlearning(setup, probes: ProbeSet, *, classes=None, 
             beta[part] = [float(v) for v in b]
             inferred[part] = int(torch.argmax(b))
         g, g1 = _flat(grads), _flat(top_grads)
-        norms = torch.stack([gr.double().norm() for gr in grads])
+        norms = torch.stack([gr.double().norm().cpu() for gr in grads])
         rows.append(ClassAnatomy(
             unlearned_class=c, beta=beta, inferred=inferred,
             losses=[float(v) for v in losses.sort(descending=True).values],
