@@ -128,6 +128,18 @@ class InversionConfig:
         images (a refinement: ``lr`` would throw the good start away). Without the feature stage
         the cosine stage uses ``lr``. With known labels the feature stage's images stay
         candidates: the result is the lowest attack loss (real model) over them and the refined ones.
+    sharpen_beta, sharpen_iterations, sharpen_lr:
+        A last stage (images only; our addition, like ``smooth_beta``): the returned restart is
+        refined for ``sharpen_iterations`` Adam steps (learning rate ``sharpen_lr``, gradient
+        scaled to a maximum of 1) on a *sharper* Softplus copy, ``beta = sharpen_beta``, and the
+        refined images are kept only if the real model's attack loss went down. Why: Softplus(20)
+        smooths the landscape enough to find the basin but biases it. On one ``standard`` digit the
+        true image's cosine loss was 0.0026 on the Softplus(20) copy against 0.0010 for the
+        recovery, while on Softplus(100) and on the real model the truth wins (0.0007 vs 0.0012;
+        0.0010 vs 0.0013). Measured (approximate unlearning, one MNIST digit, ``standard``, seeds
+        0-7, CPU): every seed improved, by 0.1 to 2.3 dB, and the median went from 21.0 to 22.3 dB;
+        the real loss fell on all 8. Refining on the real ReLU model instead collapses (21.7 -> 14.6
+        dB). ``sharpen_iterations=0`` switches it off.
     batched:
         ``True`` optimises all restarts in one vmapped batch; ``False`` one after another.
     prune_at, prune_keep:
@@ -152,6 +164,9 @@ class InversionConfig:
     layer_weighting: str = "none"
     smooth_beta: float = 20.0
     refine_lr: float = 0.01
+    sharpen_beta: float = 100.0
+    sharpen_iterations: int = 400
+    sharpen_lr: float = 0.01
     batched: bool = True
     prune_at: tuple[float, ...] = (0.15, 0.3)
     prune_keep: float = 0.25
@@ -159,9 +174,9 @@ class InversionConfig:
 
     #: Per-profile budgets: a profile changes only restarts and iterations.
     PROFILE_BUDGETS = {
-        "quick": {"restarts": 16, "iterations": 300, "feature_iterations": 200},
-        "standard": {"restarts": 32, "iterations": 600, "feature_iterations": 300},
-        "full": {"restarts": 128, "iterations": 3000, "feature_iterations": 1000},
+        "quick": {"restarts": 16, "iterations": 300, "feature_iterations": 200, "sharpen_iterations": 100},
+        "standard": {"restarts": 32, "iterations": 600, "feature_iterations": 300, "sharpen_iterations": 400},
+        "full": {"restarts": 128, "iterations": 3000, "feature_iterations": 1000, "sharpen_iterations": 1000},
     }
 
     @classmethod
@@ -183,6 +198,9 @@ class InversionConfig:
             raise CourseError(f"feature_iterations must be >= 0; got {self.feature_iterations}.")
         if self.lr <= 0 or self.refine_lr <= 0:
             raise CourseError(f"The learning rates must be positive; got lr={self.lr}, refine_lr={self.refine_lr}.")
+        if self.sharpen_iterations < 0 or self.sharpen_beta < 0 or self.sharpen_lr <= 0:
+            raise CourseError("sharpen_iterations and sharpen_beta must be >= 0 and sharpen_lr positive; got "
+                              f"{self.sharpen_iterations}, {self.sharpen_beta}, {self.sharpen_lr}.")
         if self.smooth_beta < 0:
             raise CourseError(f"smooth_beta must be >= 0 (0 switches smoothing off); got {self.smooth_beta}.")
         if self.tv_weight < 0:
@@ -225,7 +243,8 @@ class InversionResult:
     label_known:
         Whether the labels were given.
     cost:
-        ``iterations`` (per restart, cosine stage), ``feature_iterations`` (stage 0), ``restarts``,
+        ``iterations`` (per restart, cosine stage), ``feature_iterations`` (stage 0),
+        ``sharpen_iterations`` (last stage, best restart only) and ``sharpened`` (kept or not), ``restarts``,
         ``seconds``, ``iterations_per_second``, ``restart_iterations_per_second`` and ``batched``.
     history:
         Attack loss of the best restart every ``iterations // 50`` steps, for plotting.
@@ -507,6 +526,21 @@ def _optimise(loss_fn: Callable, x: torch.Tensor, z: torch.Tensor | None, y_fixe
     return x.detach(), (z.detach() if z is not None else None), y_fixed, history, spent
 
 
+def _sharpen(search_loss: Callable, x: torch.Tensor, y: torch.Tensor, config: InversionConfig, bar) -> torch.Tensor:
+    """The sharpening stage (``InversionConfig.sharpen_*``) on one restart's inputs ``x`` (K, ...)."""
+    x = x.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=config.sharpen_lr)
+    for _ in range(config.sharpen_iterations):
+        g, = torch.autograd.grad(search_loss(x, y), [x])
+        x.grad = g / (g.abs().max() + 1e-20)
+        opt.step()
+        with torch.no_grad():
+            x.clamp_(0.0, 1.0)
+        if bar is not None:
+            bar.update(1)
+    return x.detach()
+
+
 def _prune(x, z, y_fixed, opt, losses, keep: float):
     """Keep the best ``keep`` share of restarts (lowest loss) and their Adam state."""
     n = max(1, int(round(keep * x.shape[0])))
@@ -615,7 +649,8 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
     h = (classifier_input_estimate(target, num_classes, labels_t if labels_t is not None else found)
          if config.feature_iterations > 0 and linear is not None else None)
     feature_steps = config.feature_iterations if h is not None else 0
-    bar = tqdm(total=R * (config.iterations + feature_steps), desc=f"inversion ({R} restart{'s' if R > 1 else ''}"
+    sharpen_steps = config.sharpen_iterations if image and config.sharpen_beta > 0 else 0
+    bar = tqdm(total=R * (config.iterations + feature_steps) + sharpen_steps, desc=f"inversion ({R} restart{'s' if R > 1 else ''}"
                f"{', batched' if config.batched and R > 1 else ''})", unit="restart-it",
                disable=not config.progress, leave=False)
     start = time.perf_counter()
@@ -647,7 +682,6 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
         x = torch.cat(parts_x)
         z = torch.cat(parts_z) if z is not None else None
     seconds = time.perf_counter() - start
-    bar.close()
 
     x = x.detach()
     y_final = F.softmax(z.detach(), dim=-1) if z is not None else y_fixed
@@ -658,12 +692,24 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
         if float(start_losses.min()) < float(final.min()):
             x, y_final, final = x_start, y_start, start_losses
     best = int(torch.argmin(final))
+    sharpened = False
+    if sharpen_steps:
+        start_sharpen = time.perf_counter()
+        sharp = _sharpen(loss_for(smoothed_model(model, config.sharpen_beta)), x[best], y_final[best], config, bar)
+        sharp_loss = loss_fn(sharp, y_final[best]).detach()
+        if float(sharp_loss) < float(final[best]):
+            x, final = x.clone(), final.clone()
+            x[best], final[best] = sharp, sharp_loss
+            sharpened = True
+        seconds += time.perf_counter() - start_sharpen
+    bar.close()
     if z is not None and labels_t is None:
         labels_out = z[best].argmax(dim=-1).cpu()
     else:
         labels_out = labels_t.cpu()
     tv_part = config.tv_weight * float(total_variation(x[best]).mean()) if image and config.tv_weight > 0 else 0.0
-    cost = {"iterations": config.iterations, "feature_iterations": feature_steps, "restarts": R,
+    cost = {"iterations": config.iterations, "feature_iterations": feature_steps,
+            "sharpen_iterations": sharpen_steps, "sharpened": sharpened, "restarts": R,
             "restart_iterations": spent, "seconds": seconds,
             "iterations_per_second": config.iterations / seconds if seconds > 0 else float("inf"),
             "restart_iterations_per_second": spent / seconds if seconds > 0 else float("inf"),
