@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from ..attacks.probing import ProbeSet, confidence_drop
 from ..errors import CourseError, check_range
 from ..models import classifier_head
-from ..unlearn.paper import add_scaled_gradient, summed_gradient
+from ..unlearn.paper import add_scaled_gradient, approximate_step, summed_gradient
 
 PARTS = ("whole", "head", "features", "top_sample")
 
@@ -177,7 +177,7 @@ def anatomy_of_approximate_unlearning(setup, probes: ProbeSet, *, classes=None, 
                           f"{setup.num_classes}. Build them with setup.probes(...).")
     classes = list(range(setup.num_classes)) if classes is None else [int(c) for c in classes]
     pipe = setup.pipeline
-    scale = pipe.profile.finetune_lr * pipe.finetune_epochs / pipe.profile.finetune_batch_size
+    scale = approximate_step(pipe)
     m0, deployed = pipe.pretrained, setup.deployed
     head = classifier_head(deployed)
     head_ids = {id(p) for p in head.parameters()}

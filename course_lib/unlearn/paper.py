@@ -110,6 +110,12 @@ def exact_unlearning(pretrained: nn.Module, retain: Dataset, *, epochs: int = 1,
                     momentum=momentum, seed=seed, progress=progress, desc="exact unlearning (retrain)")
 
 
+def approximate_step(pipeline) -> float:
+    """eta * m / b of eq. (13) for ``pipeline``'s fine-tuning schedule (lr, epochs, batch size)."""
+    prof = pipeline.profile
+    return prof.finetune_lr * pipeline.finetune_epochs / prof.finetune_batch_size
+
+
 def unlearn_from_pipeline(pipeline, forget_indices, method: str, *, train_set: Dataset | None = None,
                           deployed: nn.Module | None = None) -> nn.Module:
     """Unlearn rows ``forget_indices`` of ``train_set`` (default: the pipeline's Du) from M.
@@ -126,9 +132,8 @@ def unlearn_from_pipeline(pipeline, forget_indices, method: str, *, train_set: D
     if int(idx.max()) >= len(train_set) or int(idx.min()) < 0:
         raise CourseError(f"Sample index out of range: the training set has {len(train_set)} samples.")
     if method == "approximate":
-        return approximate_unlearning(pipeline.pretrained, deployed, train_set.subset(idx),
-                                      lr=prof.finetune_lr, epochs=pipeline.finetune_epochs,
-                                      batch_size=prof.finetune_batch_size)
+        grads = summed_gradient(pipeline.pretrained, train_set.subset(idx))
+        return add_scaled_gradient(deployed, grads, approximate_step(pipeline))
     if method == "exact":
         return exact_unlearning(pipeline.pretrained, train_set.without(idx), epochs=pipeline.finetune_epochs,
                                 lr=prof.finetune_lr, batch_size=prof.finetune_batch_size, seed=pipeline.seed)
