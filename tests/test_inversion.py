@@ -16,7 +16,7 @@ from course_lib.attacks.inversion import (InversionConfig, analytic_labels, cosi
                                           total_variation)
 from course_lib.data import Dataset
 from course_lib.errors import CourseError
-from course_lib.experiments.recovery import make_unlearning_case, run_recovery
+from course_lib.experiments.recovery import make_unlearning_case, objective_audit, run_recovery
 from course_lib.models import MLP
 from course_lib.train import prepare_pipeline
 from course_lib.unlearn.paper import approximate_unlearning
@@ -143,6 +143,27 @@ def test_removed_mnist_digit_is_recovered_in_place(spatial_pipe):
         base.append(r.summary["baseline_mean_image_psnr"])
     assert sorted(psnr)[1] >= 20.0, psnr
     assert min(p - b for p, b in zip(psnr, base)) >= 8.0, (psnr, base)
+
+
+def test_objective_audit_scores_the_truth_exactly_at_m0(spatial_pipe):
+    """Chapter 3's audit: at M0 the approximate update's estimate is the removed digit's own gradient.
+
+    So the removed digit's cosine loss there is 0 (up to float32), and a wrong candidate -- the
+    digit shifted by two pixels -- scores clearly worse; the terms add up; a candidate of the
+    wrong shape is refused.
+    """
+    case = make_unlearning_case(pipeline=spatial_pipe, unlearning="approximate", seed=0)
+    shifted = torch.roll(case.forget.x.float(), shifts=2, dims=-1)
+    rows = {(r["model"], r["candidate"]): r for r in objective_audit(case, shifted)}
+    assert set(rows) == {(m, c) for m in ("M", "M0") for c in ("removed sample", "recovery")}
+    truth_m0, shifted_m0 = rows[("M0", "removed sample")], rows[("M0", "recovery")]
+    assert abs(truth_m0["cosine_loss"]) < 1e-4, truth_m0
+    assert shifted_m0["cosine_loss"] > 0.05, shifted_m0
+    for r in rows.values():
+        assert r["total"] == pytest.approx(r["cosine_loss"] + r["tv_term"])
+    assert truth_m0["psnr"] is None and shifted_m0["psnr"] < 20
+    with pytest.raises(CourseError, match="shape"):
+        objective_audit(case, shifted[..., :20])
 
 
 def test_feature_initialisation_reads_the_classifier_input(pipe):

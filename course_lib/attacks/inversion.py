@@ -12,6 +12,9 @@ config=None, seed=0) -> InversionResult``
     :func:`course_lib.attacks.gradient_estimation.estimate_gradient`). ``labels=None`` means the
     labels are unknown. The result holds the images ``(K, C, H, W)`` in [0, 1] (or rows
     ``(K, D)``), the labels used or inferred, the attack loss and the cost.
+``attack_loss_terms(model, target_gradient, samples, labels, num_classes=..., tv_weight=...)``
+    The cosine and TV terms of the attack loss for any candidate samples (the recovery, or the
+    removed sample itself when auditing the objective).
 ``analytic_labels(target_gradient, num_classes, num_samples)``
     Labels read from the sign of the last layer's bias gradient (iDLG, Zhao et al. 2020).
 
@@ -473,6 +476,46 @@ def _per_restart_loss(model: nn.Module, params: dict, buffers: dict, target_unit
     return loss
 
 
+def _unit_target(model: nn.Module, target: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The target gradient flattened to one unit-norm float32 vector on ``model``'s device (checked)."""
+    params = list(model.parameters())
+    if len(target) != len(params) or any(tuple(t.shape) != tuple(p.shape) for t, p in zip(target, params)):
+        raise CourseError("The target gradient does not match the model's parameters (count or shapes differ): "
+                          "estimate it from this model and its unlearned version.")
+    flat = torch.cat([torch.as_tensor(t).detach().reshape(-1).cpu().double() for t in target])
+    norm = float(flat.norm())
+    if not norm > 0:
+        raise CourseError("The target gradient is zero: the two models are identical, so there is nothing "
+                          "to invert (did unlearning change the model?).")
+    return (flat / norm).float().to(params[0].device)
+
+
+def attack_loss_terms(model: nn.Module, target_gradient: Sequence[torch.Tensor], samples: torch.Tensor,
+                      labels: Sequence[int] | torch.Tensor, *, num_classes: int, tv_weight: float) -> dict:
+    """The two terms of the attack loss (eq. 4) for given ``samples`` ``(K, C, H, W)`` (or ``(K, D)``).
+
+    Returns ``{"cosine_loss": 1 - cos(grad, target) (eq. 5), "tv_term": tv_weight * TV (eq. 6, 0
+    for tables), "total": their sum}`` as floats, with the gradient of the K samples (summed) taken
+    at ``model`` as it is (no smoothing), exactly as :func:`invert_gradient` ranks its restarts.
+    Any candidate can be scored -- the recovery, or (for teaching) the removed sample itself -- which
+    tells whether a bad recovery is the search's fault (the truth scores lower) or the objective's
+    (it does not). Used by :func:`course_lib.experiments.recovery.objective_audit` and chapter 3.
+    """
+    model = _attack_model(model)
+    target_unit = _unit_target(model, list(target_gradient))
+    x = torch.as_tensor(samples).detach().float().to(target_unit.device)
+    labels_t = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    if len(labels_t) != len(x):
+        raise CourseError(f"Got {len(labels_t)} labels for {len(x)} samples.")
+    y = F.one_hot(labels_t, num_classes).float().to(x.device)
+    image = x.ndim == 4
+    loss = _per_restart_loss(model, {k: v.detach() for k, v in model.named_parameters()},
+                             {k: v.detach() for k, v in model.named_buffers()}, target_unit, 0.0, image)
+    cos_part = float(loss(x, y))
+    tv_part = float(tv_weight * total_variation(x).mean()) if image and tv_weight > 0 else 0.0
+    return {"cosine_loss": cos_part, "tv_term": tv_part, "total": cos_part + tv_part}
+
+
 def _init_inputs(shape: tuple[int, ...], init: str, gen: torch.Generator) -> torch.Tensor:
     if init == "uniform":
         return torch.rand(shape, generator=gen)
@@ -594,18 +637,9 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
     """
     config = (config or InversionConfig.for_profile()).validated()
     model = _attack_model(model)
-    params = {k: v.detach() for k, v in model.named_parameters()}
     target = list(target_gradient)
-    if len(target) != len(params) or any(tuple(t.shape) != tuple(p.shape) for t, p in zip(target, params.values())):
-        raise CourseError("The target gradient does not match the model's parameters (count or shapes differ): "
-                          "estimate it from this model and its unlearned version.")
-    flat = torch.cat([torch.as_tensor(t).detach().reshape(-1).cpu().double() for t in target])
-    norm = float(flat.norm())
-    if not norm > 0:
-        raise CourseError("The target gradient is zero: the two models are identical, so there is nothing "
-                          "to invert (did unlearning change the model?).")
-    device = next(model.parameters()).device
-    target_unit = (flat / norm).float().to(device)
+    target_unit = _unit_target(model, target)
+    device = target_unit.device
     if num_samples < 1:
         raise CourseError(f"num_samples must be at least 1; got {num_samples}.")
     input_shape = tuple(int(s) for s in input_shape)
@@ -721,4 +755,5 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
 
 
 __all__ = ["InversionConfig", "InversionResult", "invert_gradient", "analytic_labels", "total_variation",
+           "attack_loss_terms",
            "cosine_loss", "classifier_input_estimate", "soft_cross_entropy", "smoothed_model"]

@@ -34,7 +34,7 @@ from torch import nn
 from .. import metrics as M
 from ..attacks.gradient_estimation import (estimate_gradient, estimate_gradient_reference, gradient_cosine,
                                            true_gradient)
-from ..attacks.inversion import InversionConfig, InversionResult, invert_gradient
+from ..attacks.inversion import InversionConfig, InversionResult, attack_loss_terms, invert_gradient
 from ..data import Dataset, sample_indices
 from ..data import load as load_dataset
 from ..models import default_model_for
@@ -341,6 +341,43 @@ def make_unlearning_case(dataset: str = "mnist-5k", model: str | None = None, *,
                           train_idx[forget_local].tolist(), settings)
 
 
+def objective_audit(case: UnlearningCase, recovered: torch.Tensor, *,
+                    config: InversionConfig | None = None) -> list[dict]:
+    """Is a poor recovery the search's fault or the objective's? Score the truth and the recovery.
+
+    The attacker minimises the loss of eq. (4) at M (theta). This scores two candidates with it --
+    the removed samples themselves (which the attacker never sees) and ``recovered`` ``(K, ...)``
+    -- at two models:
+
+    * ``"M"``, the model the attack takes its dummy gradient at (eq. 3);
+    * ``"M0"``, the pre-trained model at which the developer computed the approximate update
+      (eq. 13), so the estimate theta - theta_u is exactly M0's gradient of the removed samples.
+
+    If the truth scores lower than the recovery, a better search would find it; if it scores
+    higher, the objective itself prefers the recovery and no budget will fix that. Returns one
+    dict per (model, candidate) with ``cosine_loss``, ``tv_term``, ``total`` (see
+    :func:`~course_lib.attacks.inversion.attack_loss_terms`) and the recovery's mean PSNR (images)
+    or RMSE (tables) against the removed samples (``None`` for the removed samples themselves). ``recovered`` must be paired with ``case.forget``
+    (``RecoveryResult.recovered`` is). Chapter 3 calls this.
+    """
+    config = config or InversionConfig.for_profile(case.settings["profile"])
+    truth = case.forget.x.detach().float().cpu()
+    recovered = torch.as_tensor(recovered).detach().float().cpu()
+    if tuple(recovered.shape) != tuple(truth.shape):
+        raise CourseError(f"recovered has shape {tuple(recovered.shape)} but the removed samples have "
+                          f"{tuple(truth.shape)}; pass RecoveryResult.recovered of this case.")
+    estimate = estimate_gradient(case.original, case.unlearned)
+    image = case.forget.kind == "image"
+    rows = []
+    for model_name, model in (("M", case.original), ("M0", case.pretrained)):
+        for candidate, x in (("removed sample", truth), ("recovery", recovered)):
+            terms = attack_loss_terms(model, estimate, x, case.forget.y, num_classes=case.forget.num_classes,
+                                      tv_weight=config.tv_weight)
+            score = None if x is truth else _mean(M.psnr(truth, x) if image else M.rmse(truth, x))
+            rows.append({"model": model_name, "candidate": candidate, **terms, ("psnr" if image else "rmse"): score})
+    return rows
+
+
 def run_recovery(dataset: str = "mnist-5k", model: str | None = None, unlearning: str = "approximate",
                  num_unlearn: int = 1, train_size: int | None = None, epochs: int | None = None,
                  label: str = "known", restarts: int | None = None, iterations: int | None = None,
@@ -376,5 +413,5 @@ def run_recovery(dataset: str = "mnist-5k", model: str | None = None, unlearning
     return result
 
 
-__all__ = ["RecoveryResult", "attack_unlearned_model", "run_recovery", "make_unlearning_case", "UnlearningCase",
+__all__ = ["RecoveryResult", "attack_unlearned_model", "run_recovery", "objective_audit", "make_unlearning_case", "UnlearningCase",
            "score_recovery", "recovery_model_for", "UNLEARNING_METHODS", "LABEL_MODES", "PRECISIONS", "ESTIMATORS"]
