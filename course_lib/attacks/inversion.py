@@ -31,7 +31,10 @@ their gradient at theta, eq. (3), points the same way as the target gradient:
   optionally the **sign** of the gradient is fed to Adam (``signed=True``, as Geiping et al.).
 * After each step x' is projected onto the box [0, 1] (the model sees [0, 1] inputs directly).
 * TV is the anisotropic total variation of eq. (6) averaged over pixel pairs (a mean instead of
-  a sum, so ``tv_weight`` does not depend on the image size); tabular rows get no TV term.
+  a sum, so ``tv_weight`` does not depend on the image size); tabular rows get no TV term. Its
+  weight alpha is held during the first part of the cosine stage and then lowered geometrically
+  to ``tv_final_factor * alpha`` (``InversionConfig.tv_final_factor``, our addition; ``1`` keeps
+  the paper's constant alpha).
 * ``restarts`` random initialisations are optimised **together in one batch**: ``torch.func.vmap``
   maps the per-restart loss (which itself takes a ``torch.func.grad`` over the parameters through
   ``functional_call``) over a leading restart axis, and one backward pass differentiates all of
@@ -90,6 +93,19 @@ class InversionConfig:
         Adam's initial learning rate (pixels live in [0, 1]).
     tv_weight:
         alpha of eq. (4), weight of the mean total variation (ignored for tabular rows).
+    tv_final_factor, tv_decay_window:
+        TV continuation (our addition; ``tv_final_factor=1`` is the paper's constant alpha). The
+        cosine stage uses ``tv_weight`` until the fraction ``tv_decay_window[0]`` of its
+        iterations, then lowers it geometrically to ``tv_final_factor * tv_weight`` at the
+        fraction ``tv_decay_window[1]``; that final weight also ranks the restarts and drives the
+        sharpening stage (:attr:`final_tv_weight`). Why: the TV prior is what lets the search
+        find the digit's basin, but at the end it rewards a smoother, dimmer digit. Chapter 3's
+        audit found the recovery scoring at or below the true digit on all 8 ``standard`` seeds
+        with a constant alpha = 0.02, and from the truth plus noise a converged local search ended
+        at 24.3 dB with alpha = 0.02 but 28.1 dB with alpha = 0.005. Holding alpha while the basin
+        is chosen and relaxing it afterwards keeps both. Measured (approximate unlearning, one MNIST
+        digit, ``standard``, seeds 0-7, CPU): 7 of 8 digits improved (one lost 1.4 dB), the mean
+        PSNR went from 21.7 to 22.5 dB and the median from 22.3 to 22.8 dB.
     signed:
         Feed the sign of the gradient to Adam (Geiping et al.), robust to the tiny, badly scaled
         gradients of a cosine loss.
@@ -157,6 +173,8 @@ class InversionConfig:
     iterations: int = 600
     lr: float = 0.1
     tv_weight: float = 0.02
+    tv_final_factor: float = 0.25
+    tv_decay_window: tuple[float, float] = (0.3, 0.9)
     signed: bool = True
     decay_at: tuple[float, ...] = (0.375, 0.625, 0.875)
     decay_factor: float = 0.2
@@ -208,6 +226,11 @@ class InversionConfig:
             raise CourseError(f"smooth_beta must be >= 0 (0 switches smoothing off); got {self.smooth_beta}.")
         if self.tv_weight < 0:
             raise CourseError(f"tv_weight must be >= 0; got {self.tv_weight}.")
+        if not 0 < self.tv_final_factor <= 1:
+            raise CourseError(f"tv_final_factor must lie in (0, 1] (1 keeps alpha constant); got {self.tv_final_factor}.")
+        start, end = self.tv_decay_window
+        if not 0 <= start < end <= 1:
+            raise CourseError(f"tv_decay_window must be two fractions 0 <= start < end <= 1; got {self.tv_decay_window}.")
         check_choice(self.init, ("uniform", "gray", "dark"), "initialisation")
         check_choice(self.label_strategy, ("joint", "analytic"), "label strategy")
         check_choice(self.layer_weighting, ("none", "equal"), "layer weighting")
@@ -215,9 +238,23 @@ class InversionConfig:
             raise CourseError(f"prune_keep must lie in (0, 1]; got {self.prune_keep}.")
         return self
 
+    @property
+    def final_tv_weight(self) -> float:
+        """alpha at the end of the cosine stage: what ranks the restarts and drives the sharpening."""
+        return self.tv_weight * self.tv_final_factor
+
+    def tv_scale(self, step: int) -> float:
+        """Factor on ``tv_weight`` at cosine-stage step ``step`` (0-based): 1, then geometric decay."""
+        start, end = self.tv_decay_window
+        f = step / max(1, self.iterations)
+        if self.tv_final_factor == 1 or f < start:
+            return 1.0
+        return self.tv_final_factor ** min(1.0, (f - start) / (end - start))
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["decay_at"] = list(self.decay_at)
+        d["tv_decay_window"] = list(self.tv_decay_window)
         d["prune_at"] = list(self.prune_at)
         return d
 
@@ -234,7 +271,7 @@ class InversionResult:
         ``(K,)`` labels used (known) or inferred (unknown: argmax of the optimised soft label, or
         the analytic label).
     loss:
-        Attack loss (1 - cosine + alpha TV) of the returned restart.
+        Attack loss (1 - cosine + alpha TV, alpha = ``config.final_tv_weight``) of the returned restart.
     cosine:
         Cosine between its gradient and the target.
     restart_losses:
@@ -446,7 +483,9 @@ def _attack_model(model: nn.Module) -> nn.Module:
 
 def _per_restart_loss(model: nn.Module, params: dict, buffers: dict, target_unit: torch.Tensor,
                       tv_weight: float, image: bool, layer_weighting: str = "none") -> Callable:
-    """The attack loss of one restart, ``f(x (K, ...), y_soft (K, classes)) -> scalar``.
+    """The attack loss of one restart, ``f(x (K, ...), y_soft (K, classes), tv_scale=1) -> scalar``.
+
+    ``tv_scale`` multiplies ``tv_weight`` (the continuation of ``InversionConfig.tv_final_factor``).
 
     ``layer_weighting="none"`` is eq. (5) on the concatenated gradient; ``"equal"`` averages the
     cosines of the individual parameter tensors instead (each layer counts the same).
@@ -457,7 +496,7 @@ def _per_restart_loss(model: nn.Module, params: dict, buffers: dict, target_unit
         pieces = torch.split(target_unit, sizes)
         layer_targets = [t / (t.norm() + 1e-30) for t in pieces]
 
-    def loss(x: torch.Tensor, y_soft: torch.Tensor) -> torch.Tensor:
+    def loss(x: torch.Tensor, y_soft: torch.Tensor, tv_scale: float = 1.0) -> torch.Tensor:
         def ce(p):
             out = functional_call(model, (p, buffers), (x,))
             return soft_cross_entropy(out, y_soft)
@@ -470,7 +509,7 @@ def _per_restart_loss(model: nn.Module, params: dict, buffers: dict, target_unit
             flat = torch.cat([g[n].reshape(-1) for n in names])
             value = cosine_loss(flat, target_unit)
         if image and tv_weight > 0:
-            value = value + tv_weight * total_variation(x).mean()
+            value = value + tv_weight * tv_scale * total_variation(x).mean()
         return value
 
     return loss
@@ -536,7 +575,7 @@ def _optimise(loss_fn: Callable, x: torch.Tensor, z: torch.Tensor | None, y_fixe
     z = z.detach().clone() if z is not None else None
     leaves = [x] + ([z.requires_grad_(True)] if z is not None else [])
     opt, sched = _adam_with_step_decay(leaves, config, config.iterations, lr)
-    batched_loss = vmap(loss_fn) if vmapped else None
+    batched_loss = vmap(loss_fn, in_dims=(0, 0, None)) if vmapped else None
     history = []
     spent = 0
     every = max(1, config.iterations // 50)
@@ -548,10 +587,11 @@ def _optimise(loss_fn: Callable, x: torch.Tensor, z: torch.Tensor | None, y_fixe
             leaves = [x] + ([z] if z is not None else [])
             sched.optimizer = opt
         y = F.softmax(z, dim=-1) if z is not None else y_fixed
+        tv_scale = config.tv_scale(it)
         if vmapped:
-            losses = batched_loss(x, y)
+            losses = batched_loss(x, y, tv_scale)
         else:
-            losses = loss_fn(x[0], y[0]).reshape(1)
+            losses = loss_fn(x[0], y[0], tv_scale).reshape(1)
         grads = torch.autograd.grad(losses.sum(), leaves)
         for leaf, g in zip(leaves, grads):
             leaf.grad = g.sign() if config.signed else g
@@ -671,14 +711,15 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
         y_fixed = None
         z = torch.zeros(R, K, num_classes, device=device)  # uniform soft label, as in Appendix B
 
-    def loss_for(m: nn.Module) -> Callable:
+    def loss_for(m: nn.Module, tv_weight: float = config.tv_weight) -> Callable:
         return _per_restart_loss(m, {k: v.detach() for k, v in m.named_parameters()},
                                  {k: v.detach() for k, v in m.named_buffers()}, target_unit,
-                                 config.tv_weight, image, config.layer_weighting)
+                                 tv_weight, image, config.layer_weighting)
 
-    loss_fn = loss_for(model)  # the real model: ranks the restarts
+    # the real model with the final TV weight: ranks the restarts and judges the sharpening
+    loss_fn = loss_for(model, config.final_tv_weight)
     smooth = smoothed_model(model, config.smooth_beta) if image else model
-    search_loss = loss_fn if smooth is model else loss_for(smooth)  # what Adam descends
+    search_loss = loss_for(smooth)  # what Adam descends (TV scaled per step by config.tv_scale)
     linear = _last_linear(model, num_classes)
     h = (classifier_input_estimate(target, num_classes, labels_t if labels_t is not None else found)
          if config.feature_iterations > 0 and linear is not None else None)
@@ -729,7 +770,8 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
     sharpened = False
     if sharpen_steps:
         start_sharpen = time.perf_counter()
-        sharp = _sharpen(loss_for(smoothed_model(model, config.sharpen_beta)), x[best], y_final[best], config, bar)
+        sharp = _sharpen(loss_for(smoothed_model(model, config.sharpen_beta), config.final_tv_weight), x[best],
+                         y_final[best], config, bar)
         sharp_loss = loss_fn(sharp, y_final[best]).detach()
         if float(sharp_loss) < float(final[best]):
             x, final = x.clone(), final.clone()
@@ -741,7 +783,7 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
         labels_out = z[best].argmax(dim=-1).cpu()
     else:
         labels_out = labels_t.cpu()
-    tv_part = config.tv_weight * float(total_variation(x[best]).mean()) if image and config.tv_weight > 0 else 0.0
+    tv_part = config.final_tv_weight * float(total_variation(x[best]).mean()) if image and config.tv_weight > 0 else 0.0
     cost = {"iterations": config.iterations, "feature_iterations": feature_steps,
             "sharpen_iterations": sharpen_steps, "sharpened": sharpened, "restarts": R,
             "restart_iterations": spent, "seconds": seconds,

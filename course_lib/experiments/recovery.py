@@ -345,7 +345,8 @@ def objective_audit(case: UnlearningCase, recovered: torch.Tensor, *,
                     config: InversionConfig | None = None) -> list[dict]:
     """Is a poor recovery the search's fault or the objective's? Score the truth and the recovery.
 
-    The attacker minimises the loss of eq. (4) at M (theta). This scores two candidates with it --
+    The attacker minimises the loss of eq. (4) at M (theta) and ranks its restarts by it, with the
+    TV weight it ends on (``config.final_tv_weight``). This scores two candidates with that loss --
     the removed samples themselves (which the attacker never sees) and ``recovered`` ``(K, ...)``
     -- at two models:
 
@@ -357,8 +358,9 @@ def objective_audit(case: UnlearningCase, recovered: torch.Tensor, *,
     higher, the objective itself prefers the recovery and no budget will fix that. Returns one
     dict per (model, candidate) with ``cosine_loss``, ``tv_term``, ``total`` (see
     :func:`~course_lib.attacks.inversion.attack_loss_terms`) and the recovery's mean PSNR (images)
-    or RMSE (tables) against the removed samples (``None`` for the removed samples themselves). ``recovered`` must be paired with ``case.forget``
-    (``RecoveryResult.recovered`` is). Chapter 3 calls this.
+    or RMSE (tables) against the removed samples (``None`` for the removed samples themselves).
+    ``recovered`` must be paired with ``case.forget`` (``RecoveryResult.recovered`` is). Chapter 3
+    calls this.
     """
     config = config or InversionConfig.for_profile(case.settings["profile"])
     truth = case.forget.x.detach().float().cpu()
@@ -372,7 +374,7 @@ def objective_audit(case: UnlearningCase, recovered: torch.Tensor, *,
     for model_name, model in (("M", case.original), ("M0", case.pretrained)):
         for candidate, x in (("removed sample", truth), ("recovery", recovered)):
             terms = attack_loss_terms(model, estimate, x, case.forget.y, num_classes=case.forget.num_classes,
-                                      tv_weight=config.tv_weight)
+                                      tv_weight=config.final_tv_weight)
             score = None if x is truth else _mean(M.psnr(truth, x) if image else M.rmse(truth, x))
             rows.append({"model": model_name, "candidate": candidate, **terms, ("psnr" if image else "rmse"): score})
     return rows
