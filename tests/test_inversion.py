@@ -118,6 +118,23 @@ def test_bad_inputs_raise_course_errors(pipe):
         run_recovery(pipeline=pipe, unlearning="forget-me", progress=False)
 
 
+def test_tv_continuation_schedule():
+    """alpha is held, then lowered geometrically to tv_final_factor * alpha; 1 keeps the paper's constant."""
+    cfg = InversionConfig(iterations=100, tv_weight=0.02, tv_final_factor=0.25, tv_decay_window=(0.3, 0.9))
+    scales = [cfg.tv_scale(k) for k in range(100)]
+    assert scales[:30] == [1.0] * 30
+    assert all(a >= b for a, b in zip(scales, scales[1:]))
+    assert scales[60] == pytest.approx(0.5)  # half-way through the window: sqrt(0.25)
+    assert scales[90:] == [pytest.approx(0.25)] * 10
+    assert cfg.final_tv_weight == pytest.approx(0.005)
+    constant = InversionConfig(iterations=100, tv_final_factor=1.0)
+    assert {constant.tv_scale(k) for k in range(100)} == {1.0}
+    for bad in ({"tv_final_factor": 0.0}, {"tv_final_factor": 1.5}, {"tv_decay_window": (0.9, 0.3)},
+                {"tv_decay_window": (0.0, 1.2)}):
+        with pytest.raises(CourseError, match="tv_"):
+            InversionConfig.for_profile("quick", **bad)
+
+
 @pytest.fixture(scope="module")
 def digits_pipe():
     return prepare_pipeline("digits", profile="quick", progress=False)
