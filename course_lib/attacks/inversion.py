@@ -508,11 +508,22 @@ def _per_restart_loss(model: nn.Module, params: dict, buffers: dict, target_unit
         else:
             flat = torch.cat([g[n].reshape(-1) for n in names])
             value = cosine_loss(flat, target_unit)
-        if image and tv_weight > 0:
-            value = value + tv_weight * tv_scale * total_variation(x).mean()
-        return value
+        return value + _tv_term(x, tv_weight * tv_scale, image)
 
     return loss
+
+
+def _tv_term(x: torch.Tensor, tv_weight: float, image: bool):
+    """alpha * mean TV (eqs. 4, 6) of images ``(K, C, H, W)``; 0 for tabular rows or alpha = 0."""
+    return tv_weight * total_variation(x).mean() if image and tv_weight > 0 else 0.0
+
+
+def _model_loss(model: nn.Module, target_unit: torch.Tensor, tv_weight: float, image: bool,
+                layer_weighting: str = "none") -> Callable:
+    """:func:`_per_restart_loss` with ``model``'s own (detached) parameters and buffers."""
+    return _per_restart_loss(model, {k: v.detach() for k, v in model.named_parameters()},
+                             {k: v.detach() for k, v in model.named_buffers()}, target_unit,
+                             tv_weight, image, layer_weighting)
 
 
 def _unit_target(model: nn.Module, target: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -548,10 +559,8 @@ def attack_loss_terms(model: nn.Module, target_gradient: Sequence[torch.Tensor],
         raise CourseError(f"Got {len(labels_t)} labels for {len(x)} samples.")
     y = F.one_hot(labels_t, num_classes).float().to(x.device)
     image = x.ndim == 4
-    loss = _per_restart_loss(model, {k: v.detach() for k, v in model.named_parameters()},
-                             {k: v.detach() for k, v in model.named_buffers()}, target_unit, 0.0, image)
-    cos_part = float(loss(x, y))
-    tv_part = float(tv_weight * total_variation(x).mean()) if image and tv_weight > 0 else 0.0
+    cos_part = float(_model_loss(model, target_unit, 0.0, image)(x, y))
+    tv_part = float(_tv_term(x, tv_weight, image))
     return {"cosine_loss": cos_part, "tv_term": tv_part, "total": cos_part + tv_part}
 
 
@@ -712,9 +721,7 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
         z = torch.zeros(R, K, num_classes, device=device)  # uniform soft label, as in Appendix B
 
     def loss_for(m: nn.Module, tv_weight: float = config.tv_weight) -> Callable:
-        return _per_restart_loss(m, {k: v.detach() for k, v in m.named_parameters()},
-                                 {k: v.detach() for k, v in m.named_buffers()}, target_unit,
-                                 tv_weight, image, config.layer_weighting)
+        return _model_loss(m, target_unit, tv_weight, image, config.layer_weighting)
 
     # the real model with the final TV weight: ranks the restarts and judges the sharpening
     loss_fn = loss_for(model, config.final_tv_weight)
@@ -783,7 +790,7 @@ def invert_gradient(model: nn.Module, target_gradient: Sequence[torch.Tensor], *
         labels_out = z[best].argmax(dim=-1).cpu()
     else:
         labels_out = labels_t.cpu()
-    tv_part = config.final_tv_weight * float(total_variation(x[best]).mean()) if image and config.tv_weight > 0 else 0.0
+    tv_part = float(_tv_term(x[best], config.final_tv_weight, image))
     cost = {"iterations": config.iterations, "feature_iterations": feature_steps,
             "sharpen_iterations": sharpen_steps, "sharpened": sharpened, "restarts": R,
             "restart_iterations": spent, "seconds": seconds,
