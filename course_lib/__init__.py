@@ -12,3 +12,10 @@ __version__ = "0.1.0"
 
 from .config import describe_device, get_device, get_profile, seed_everything  # noqa: E402,F401
 from .errors import CourseError  # noqa: E402,F401
+from . import threads as _threads  # noqa: E402
+
+# torch's intra-op threads follow the cores other processes leave free (see threads.py)
+try:
+    _threads.configure_threads()
+except CourseError:  # a bad COURSE_THREADS: the CLI and the first loop that adapts report it
+    pass

@@ -15,6 +15,7 @@ import sys
 
 from . import __version__, commands
 from .errors import CourseError
+from .threads import configure_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        configure_threads()
         return int(args.func(args) or 0)
     except CourseError as exc:
         print(f"course-lib {args.command}: error: {exc}", file=sys.stderr)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .threads import adapt as adapt_threads
 from . import data as data_mod
 from .cache import cached_model, clone_model
 from .config import Profile, get_device, get_profile, seed_everything
@@ -79,6 +80,7 @@ def train_model(model: nn.Module, data: Dataset, *, epochs: int, lr: float, batc
         for start in range(0, n, batch_size):
             idx = perm[start:start + batch_size]
             xb, yb = data.x[idx].to(device), data.y[idx].to(device)
+            adapt_threads()
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()

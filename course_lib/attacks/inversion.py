@@ -74,6 +74,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
+from ..threads import adapt as adapt_threads
 from ..config import get_profile, merge_overrides
 from ..errors import CourseError, check_choice
 from ..models import classifier_head
@@ -440,6 +441,7 @@ def _feature_stage(model: nn.Module, linear: nn.Linear, h: torch.Tensor, x: torc
     opt, sched = _adam_with_step_decay([x], config, config.feature_iterations)
     try:
         for _ in range(config.feature_iterations):
+            adapt_threads()
             model(x.reshape(R * K, *x.shape[2:]))
             feats = captured["h"].reshape(R, K, -1)
             loss = (((feats - h) ** 2).sum(-1) / h_sq).sum()
@@ -591,6 +593,7 @@ def _optimise(loss_fn: Callable, x: torch.Tensor, z: torch.Tensor | None, y_fixe
     # a pruning point needs a loss to rank by: none before the first step (tiny budgets round to 0)
     prune_steps = {int(f * config.iterations) for f in config.prune_at if 0 < f < 1} - {0} if vmapped else set()
     for it in range(config.iterations):
+        adapt_threads()
         if it in prune_steps and x.shape[0] > 1:
             x, z, y_fixed, opt = _prune(x, z, y_fixed, opt, losses.detach(), config.prune_keep)
             leaves = [x] + ([z] if z is not None else [])
@@ -623,6 +626,7 @@ def _sharpen(search_loss: Callable, x: torch.Tensor, y: torch.Tensor, config: In
     x = x.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=config.sharpen_lr)
     for _ in range(config.sharpen_iterations):
+        adapt_threads()
         g, = torch.autograd.grad(search_loss(x, y), [x])
         x.grad = g / (g.abs().max() + 1e-20)
         opt.step()

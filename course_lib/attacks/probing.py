@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..threads import adapt as adapt_threads
 from ..config import get_profile
 from ..errors import CourseError, check_choice, check_range
 from .blackbox import BlackBoxAPI
@@ -467,6 +468,7 @@ def build_probes(api: BlackBoxAPI, *, num_classes: int, input_shape, probes_per_
     bar.update(int((~active).sum()))
     it = 0
     while bool(active.any()):
+        adapt_threads()
         # a probe stops once one more iteration would exceed its budget
         active &= queries + per_iter <= cfg.max_queries
         rows = torch.nonzero(active).flatten()

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..threads import adapt as adapt_threads
 from ..errors import CourseError, check_range
 
 
@@ -156,6 +157,7 @@ def unlearning_mapping_attack(unlearned: nn.Module, original: nn.Module, x: torc
                 else:
                     delta = torch.zeros_like(xb)
                 for _ in range(steps):
+                    adapt_threads()
                     delta.requires_grad_(True)
                     d = kl_to_original(F.log_softmax(unlearned(xb + delta), 1), log_p)
                     grad, = torch.autograd.grad(d.sum(), delta)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from .. import __version__
 from ..config import data_root, describe_device, get_device, get_profile
 from ..data import REGISTRY, is_available
+from ..threads import thread_info
 from .common import add_common
 
 
@@ -21,7 +22,8 @@ def collect(profile: str | None = None) -> dict:
                          "description": spec.description})
     device = get_device()
     return {"version": __version__, "device": str(device), "device_message": describe_device(device),
-            "profile": get_profile(profile).name, "data_root": str(data_root()), "datasets": datasets}
+            "profile": get_profile(profile).name, "data_root": str(data_root()), "threads": thread_info(),
+            "datasets": datasets}
 
 
 def run(args) -> int:
@@ -29,7 +31,10 @@ def run(args) -> int:
 
     info = collect(args.profile)
     lines = [f"course_lib {info['version']}", info["device_message"], f"profile: {info['profile']}",
-             f"data root: {info['data_root']}", "datasets:"]
+             f"data root: {info['data_root']}",
+             f"CPU threads: {info['threads']['torch_threads']} ({info['threads']['why']}; "
+             f"OMP_WAIT_POLICY: {info['threads']['omp_wait_policy']}; COURSE_THREADS=N fixes the number)",
+             "datasets:"]
     for d in info["datasets"]:
         mark = "yes" if d["available"] else "no "
         lines.append(f"  [{mark}] {d['name']:<14} {d['why']}")

@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..threads import adapt as adapt_threads
 from ..cache import cached_model, clone_model
 from ..config import seed_everything
 from ..data import Dataset
@@ -125,6 +126,7 @@ def sgd_loop(model: nn.Module, data: Dataset, *, epochs: int, lr: float, batch_s
             for start in range(0, n, batch_size):
                 idx = perm[start:start + batch_size]
                 xb, yb = data.x[idx].to(device), data.y[idx].to(device)
+                adapt_threads()
                 logits = model(xb)
                 loss = sign * (F.cross_entropy(logits, yb) if loss_fn is None else loss_fn(logits, yb))
                 if penalty is not None:
