@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from course_lib.attacks.probing import ProbeConfig, build_probes
-from course_lib.cache import atomic_write_text
+from course_lib.results import atomic_write_text
 from course_lib.commands.common import parse_int_list
 from course_lib.config import get_profile
 from course_lib.errors import CourseError

@@ -29,7 +29,7 @@ from course_lib.config import get_device, seed_everything
 from course_lib.data import load
 from course_lib.models import build_model
 from course_lib.train import accuracy, train_model
-from course_lib.unlearn import get_method, list_methods
+from course_lib.unlearn import CLASSIFICATION_METHODS
 
 DEFAULT_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-imagefolder.tar.gz"
 
@@ -63,7 +63,7 @@ def bench(dataset: str, model_name: str, *, limit: int, test_limit: int, epochs:
         hp = dict(sched, cache=False) if name == "retrain" else {}
         sync(device)
         t0 = time.perf_counter()
-        unlearned = get_method(name)(model, forget, retain, seed=0, **hp)
+        unlearned = CLASSIFICATION_METHODS.get(name)(model, forget, retain, seed=0, **hp)
         sync(device)
         unlearn_s = time.perf_counter() - t0
         row = {"method": name, "unlearn_seconds": round(unlearn_s, 2),
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     device = get_device()
-    methods = list_methods() if args.methods == "all" else args.methods.split(",")
+    methods = CLASSIFICATION_METHODS.names() if args.methods == "all" else args.methods.split(",")
     print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"torch threads {torch.get_num_threads()}", flush=True)
     results = []

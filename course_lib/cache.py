@@ -20,6 +20,7 @@ from torch import nn
 
 from .config import cache_dir
 from .errors import CacheCorruptError
+from .results import FILE_MODE, atomic_write_text
 
 #: Bump when a change to the training code makes old checkpoints wrong.
 CACHE_VERSION = 1
@@ -29,19 +30,6 @@ def config_key(config: dict) -> str:
     """A short stable hash of a JSON-serialisable configuration."""
     payload = json.dumps({"cache_version": CACHE_VERSION, **config}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict) -> None:
@@ -54,6 +42,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict) -> No
     os.close(fd)
     try:
         save_file(tensors, tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import pkgutil
 import sys
 
@@ -29,14 +28,6 @@ def build_parser() -> argparse.ArgumentParser:
         if hasattr(module, "register"):
             module.register(sub)
     return parser
-
-
-def emit(result, as_json: bool, text: str | None = None) -> None:
-    """Print ``result`` as JSON (``--json``) or as ``text`` (default: ``result``'s str)."""
-    if as_json:
-        print(json.dumps(result, indent=2, sort_keys=False, default=str))
-    else:
-        print(text if text is not None else result)
 
 
 def main(argv: list[str] | None = None) -> int:

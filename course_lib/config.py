@@ -1,41 +1,26 @@
-"""Device choice, seeding, profiles and paths: the settings every chapter shares.
+"""Device choice, seeding, the shared pipeline's budget and paths: the settings every chapter shares.
 
-Profiles
---------
-The course runs the *same* algorithms at three budgets:
-
-``quick``
-    CI on a 2-core CPU: every chapter in well under two minutes.
-``standard``
-    A learner's laptop CPU: a few minutes per chapter, large enough to show the papers' effects.
-``full``
-    A GPU: the papers' settings (120 pre-training epochs, many restarts and iterations).
-
-A profile changes sizes and iteration counts, never the algorithm. This module holds the
-settings of the shared training pipeline (:class:`Profile`); each attack or benchmark keeps its
-own budget table next to its code (for example ``InversionConfig.for_profile``), keyed by the
-same three names.
-
-The profile is chosen by an explicit argument, else the ``COURSE_PROFILE`` environment
-variable, else ``full`` when a CUDA GPU is present and ``standard`` otherwise.
+Profiles (``quick``, ``standard``, ``full``) and the budget system are described in
+:mod:`course_lib.budgets`; this module holds the budget of the shared train -> fine-tune pipeline
+(:class:`Profile`), which every chapter of the inversion paper uses.
 """
 from __future__ import annotations
 
 import os
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from .budgets import PROFILE_NAMES, Budget, profile_name  # noqa: F401  (re-exported: the profile names)
 from .errors import CourseError
-
-PROFILE_NAMES = ("quick", "standard", "full")
 
 
 @dataclass(frozen=True)
-class Profile:
+class Profile(Budget):
     """Budget of the shared train -> fine-tune pipeline (Section 4.1 of the inversion paper).
 
     Attributes
@@ -48,6 +33,9 @@ class Profile:
         Initial SGD learning rate of pre-training, decayed linearly to 0 (paper: 0.1).
     pretrain_batch_size:
         Mini-batch size of pre-training.
+    pretrain_momentum, pretrain_weight_decay:
+        SGD momentum and weight decay of pre-training. The paper states neither; 0.9 and 5e-4 are
+        the common choice for these ConvNets (a course choice).
     finetune_epochs:
         Epochs of fine-tuning M0 on the private split Du to get the deployed model M (paper: 1-3).
     finetune_lr:
@@ -58,39 +46,34 @@ class Profile:
         Width multiplier of the ConvNet / MLP (channels of the first block). Larger on a GPU.
     """
 
-    name: str
-    pretrain_epochs: int
-    pretrain_lr: float
-    pretrain_batch_size: int
-    finetune_epochs: int
-    finetune_lr: float
-    finetune_batch_size: int
-    width: int
+    budget_name: ClassVar[str] = "pipeline"
+    PROFILES: ClassVar[dict] = {
+        "quick": dict(name="quick", pretrain_epochs=4, pretrain_lr=0.05, pretrain_batch_size=64, width=16),
+        "standard": dict(name="standard", pretrain_epochs=10, pretrain_lr=0.05, pretrain_batch_size=64, width=32),
+        "full": dict(name="full", pretrain_epochs=120, pretrain_lr=0.1, pretrain_batch_size=128, width=64),
+    }
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    name: str = "standard"
+    pretrain_epochs: int = 10
+    pretrain_lr: float = 0.05
+    pretrain_batch_size: int = 64
+    pretrain_momentum: float = 0.9
+    pretrain_weight_decay: float = 5e-4
+    finetune_epochs: int = 1
+    finetune_lr: float = 1e-3
+    finetune_batch_size: int = 128
+    width: int = 32
 
-
-PROFILES: dict[str, Profile] = {
-    "quick": Profile("quick", pretrain_epochs=4, pretrain_lr=0.05, pretrain_batch_size=64,
-                     finetune_epochs=1, finetune_lr=1e-3, finetune_batch_size=128, width=16),
-    "standard": Profile("standard", pretrain_epochs=10, pretrain_lr=0.05, pretrain_batch_size=64,
-                        finetune_epochs=1, finetune_lr=1e-3, finetune_batch_size=128, width=32),
-    "full": Profile("full", pretrain_epochs=120, pretrain_lr=0.1, pretrain_batch_size=128,
-                    finetune_epochs=1, finetune_lr=1e-3, finetune_batch_size=128, width=64),
-}
-
-
-def default_profile_name() -> str:
-    """``COURSE_PROFILE`` if set, else ``full`` on a CUDA GPU and ``standard`` on a CPU."""
-    env = os.environ.get("COURSE_PROFILE", "").strip().lower()
-    if env:
-        return env
-    return "full" if torch.cuda.is_available() else "standard"
+    def check(self) -> None:
+        for field_name in ("pretrain_epochs", "pretrain_batch_size", "finetune_epochs", "finetune_batch_size", "width"):
+            if getattr(self, field_name) < 1:
+                raise CourseError(f"The pipeline's {field_name} must be at least 1; got {getattr(self, field_name)}.")
+        if self.pretrain_lr <= 0 or self.finetune_lr <= 0:
+            raise CourseError("The pipeline's learning rates must be positive.")
 
 
 def get_profile(profile: str | Profile | None = None) -> Profile:
-    """Return the :class:`Profile` named by ``profile`` (or the default, see module docstring).
+    """Return the pipeline budget :class:`Profile` of ``profile`` (default: the active profile).
 
     Raises
     ------
@@ -99,18 +82,7 @@ def get_profile(profile: str | Profile | None = None) -> Profile:
     """
     if isinstance(profile, Profile):
         return profile
-    name = (profile or default_profile_name()).strip().lower()
-    if name not in PROFILES:
-        raise CourseError(
-            f"Unknown profile {name!r}. Choose one of {', '.join(PROFILE_NAMES)} "
-            "(set it with --profile or the COURSE_PROFILE environment variable)."
-        )
-    return PROFILES[name]
-
-
-def profile_name(profile: str | Profile | None = None) -> str:
-    """The name of the profile that ``get_profile(profile)`` resolves to."""
-    return get_profile(profile).name
+    return Profile.for_profile(profile)
 
 
 # --------------------------------------------------------------------------- device
@@ -178,19 +150,6 @@ def data_root() -> Path:
         project = Path(__file__).resolve().parent.parent
         root = project / "data" if (project / "pyproject.toml").exists() else Path.cwd() / "data"
     return root
-
-
-def merge_overrides(config_cls, settings: dict, overrides: dict, what: str) -> dict:
-    """``settings`` updated with the ``overrides`` that are not ``None`` (so CLI arguments pass through).
-
-    Raises :class:`CourseError` naming any override that is not a field of the dataclass
-    ``config_cls``; ``what`` names the configuration in that message. Used by every
-    ``*Config.for_profile``.
-    """
-    unknown = set(overrides) - set(config_cls.__dataclass_fields__)
-    if unknown:
-        raise CourseError(f"Unknown {what} setting(s): {', '.join(sorted(unknown))}.")
-    return {**settings, **{k: v for k, v in overrides.items() if v is not None}}
 
 
 def cache_dir() -> Path:

@@ -15,7 +15,6 @@ attack of chapter 3 compute.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -216,12 +215,14 @@ def prepare_pipeline(dataset: str = "mnist-5k", model: str | None = None, *, pro
 
     pre_config = {"stage": "pretrain", "dataset": dataset, "model": model_name, "seed": seed,
                   "width": prof.width, "epochs": prof.pretrain_epochs, "lr": prof.pretrain_lr,
-                  "batch_size": prof.pretrain_batch_size, "momentum": 0.9, "weight_decay": 5e-4,
+                  "batch_size": prof.pretrain_batch_size, "momentum": prof.pretrain_momentum,
+                  "weight_decay": prof.pretrain_weight_decay,
                   "schedule": "linear", "n_public": len(public)}
 
     def pretrain(m: nn.Module) -> dict:
         train_model(m, public, epochs=prof.pretrain_epochs, lr=prof.pretrain_lr,
-                    batch_size=prof.pretrain_batch_size, seed=seed, device=device, progress=progress,
+                    batch_size=prof.pretrain_batch_size, momentum=prof.pretrain_momentum,
+                    weight_decay=prof.pretrain_weight_decay, seed=seed, device=device, progress=progress,
                     desc=f"pre-train M0 on D0 ({dataset})")
         return {"test_accuracy": accuracy(m, test_split)}
 

@@ -9,7 +9,6 @@ import copy
 import pytest
 import torch
 
-from course_lib import metrics
 from course_lib.attacks.gradient_estimation import (estimate_gradient, estimate_gradient_reference,
                                                     gradient_cosine, true_gradient, weight_difference)
 from course_lib.attacks.inversion import (InversionConfig, analytic_labels, cosine_loss, invert_gradient,
@@ -17,7 +16,7 @@ from course_lib.attacks.inversion import (InversionConfig, analytic_labels, cosi
 from course_lib.data import Dataset
 from course_lib.errors import CourseError
 from course_lib.experiments.recovery import make_unlearning_case, objective_audit, run_recovery
-from course_lib.models import MLP
+from course_lib.models.classifiers import MLP
 from course_lib.train import prepare_pipeline
 from course_lib.unlearn.paper import approximate_unlearning
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from course_lib.attacks.blackbox import BlackBoxAPI
-from course_lib.attacks.label_only import LabelOnlyConfig, build_boundary_probes, infer_label_only
+from course_lib.attacks.label_only import infer_label_only
 from course_lib.attacks.probing import (ProbeConfig, build_probes, calibrate_probes, confidence_drop,
                                         infer_unlearned_label, margin_loss, probe_unlearned, top_k_classes)
 from course_lib.cli import main
@@ -128,7 +128,7 @@ def test_calibration_brings_a_saturated_probe_back_to_the_target_so_it_can_show_
     assert drop > 1e-4, drop
     # band 0 switches calibration off inside build_probes; a bad band is refused
     with pytest.raises(CourseError, match="calibration_band"):
-        ProbeConfig(calibration_band=1.5).validate()
+        ProbeConfig(calibration_band=1.5).validated()
 
 
 def test_probe_construction_refuses_a_label_only_api():

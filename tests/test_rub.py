@@ -8,10 +8,11 @@ from course_lib.attacks.uma import robustness_verdict, unlearning_mapping_attack
 from course_lib.cli import main
 from course_lib.data import load
 from course_lib.errors import CourseError
-from course_lib.experiments.rub import read_rows, row_id, run_rub
+from course_lib.experiments.rub_classification import row_id, run_rub
+from course_lib.results import read_rows
 from course_lib.models import build_model, classifier_head
 from course_lib.train import accuracy, train_model
-from course_lib.unlearn import get_method, list_methods, register_method, unregister_method
+from course_lib.unlearn import CLASSIFICATION_METHODS
 from course_lib.unlearn.methods import (forget_accuracy, influence_unlearning, saliency_mask, salun,
                                        woodfisher_inverse_product)
 
@@ -29,23 +30,23 @@ def digits_model():
 
 def test_registry_runs_a_learners_method_and_rejects_unknown_names(digits_model):
     model, forget, retain = digits_model
-    assert {"retrain", "FT", "GA", "RL", "IU", "l1-sparse", "SalUn"} <= set(list_methods())
+    assert {"retrain", "FT", "GA", "RL", "IU", "l1-sparse", "SalUn"} <= set(CLASSIFICATION_METHODS.names())
 
-    @register_method("test-identity", description="returns a copy")
+    @CLASSIFICATION_METHODS.register("test-identity", description="returns a copy")
     def identity(original, forget, retain, *, seed=0, progress=False):
         import copy
         return copy.deepcopy(original)
 
     try:
-        assert "test-identity" in list_methods()
-        out = get_method("test-identity")(model, forget, retain, seed=1)
+        assert "test-identity" in CLASSIFICATION_METHODS.names()
+        out = CLASSIFICATION_METHODS.get("test-identity")(model, forget, retain, seed=1)
         assert out is not model
     finally:
-        unregister_method("test-identity")
+        CLASSIFICATION_METHODS.unregister("test-identity")
     with pytest.raises(CourseError, match="Unknown unlearning method"):
-        get_method("does-not-exist")
+        CLASSIFICATION_METHODS.get("does-not-exist")
     with pytest.raises(CourseError, match="must take"):
-        register_method("bad")(lambda model: model)
+        CLASSIFICATION_METHODS.register("bad")(lambda model: model)
 
 
 def test_salun_mask_is_a_hard_constraint(digits_model):
@@ -119,7 +120,7 @@ def test_ga_ascends_on_the_head_and_stops_at_the_forgetting_level():
     forget_idx = torch.nonzero(train.y == 0).flatten()
     forget, retain = train.subset(forget_idx), train.without(forget_idx)
     others = test.subset(torch.nonzero(test.y != 0).flatten())
-    ga = get_method("GA")
+    ga = CLASSIFICATION_METHODS.get("GA")
 
     head = ga(model, forget, retain, lr=0.1, seed=0)
     head_params = [id(p) for p in classifier_head(head).parameters()]
@@ -141,7 +142,7 @@ def test_ga_ascends_on_the_head_and_stops_at_the_forgetting_level():
 
 def test_uma_stays_in_the_ball_and_maps_back(digits_model):
     model, forget, retain = digits_model
-    unlearned = get_method("GA")(model, forget, retain, lr=1e-3, epochs=20, seed=0)
+    unlearned = CLASSIFICATION_METHODS.get("GA")(model, forget, retain, lr=1e-3, epochs=20, seed=0)
     x = forget.x[:40]
     eps = 16 / 255
     res = unlearning_mapping_attack(unlearned, model, x, eps=eps, steps=10, seed=0)

@@ -65,8 +65,8 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,13 +75,13 @@ from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from ..threads import adapt as adapt_threads
-from ..config import get_profile, merge_overrides
+from ..budgets import Budget
 from ..errors import CourseError, check_choice
 from ..models import classifier_head
 
 
 @dataclass(frozen=True)
-class InversionConfig:
+class InversionConfig(Budget):
     """Budget and settings of :func:`invert_gradient`.
 
     Attributes
@@ -194,24 +194,16 @@ class InversionConfig:
     prune_keep: float = 0.25
     progress: bool = True
 
+    budget_name: ClassVar[str] = "inversion"
     #: Per-profile budgets: a profile changes only restarts and iterations.
-    PROFILE_BUDGETS = {
+    PROFILES: ClassVar[dict] = {
         "quick": {"restarts": 16, "iterations": 300, "feature_iterations": 200, "sharpen_iterations": 100},
         "standard": {"restarts": 32, "iterations": 600, "feature_iterations": 300, "sharpen_iterations": 400},
         "full": {"restarts": 128, "iterations": 3000, "feature_iterations": 1000, "sharpen_iterations": 1000},
     }
 
-    @classmethod
-    def for_profile(cls, profile: str | None = None, **overrides) -> "InversionConfig":
-        """The configuration of ``profile`` (default: the active profile) with ``overrides`` applied.
-
-        ``overrides`` whose value is ``None`` are ignored, so CLI arguments can be passed through.
-        """
-        name = get_profile(profile).name
-        return cls(**merge_overrides(cls, cls.PROFILE_BUDGETS[name], overrides, "InversionConfig")).validated()
-
-    def validated(self) -> "InversionConfig":
-        """Return ``self`` after checking every setting (raises :class:`CourseError`)."""
+    def check(self) -> None:
+        """Raise :class:`CourseError` for a setting out of its range."""
         if self.restarts < 1:
             raise CourseError(f"restarts must be at least 1; got {self.restarts}.")
         if self.iterations < 1:
@@ -237,7 +229,6 @@ class InversionConfig:
         check_choice(self.layer_weighting, ("none", "equal"), "layer weighting")
         if not 0 < self.prune_keep <= 1:
             raise CourseError(f"prune_keep must lie in (0, 1]; got {self.prune_keep}.")
-        return self
 
     @property
     def final_tv_weight(self) -> float:
@@ -252,12 +243,6 @@ class InversionConfig:
             return 1.0
         return self.tv_final_factor ** min(1.0, (f - start) / (end - start))
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["decay_at"] = list(self.decay_at)
-        d["tv_decay_window"] = list(self.tv_decay_window)
-        d["prune_at"] = list(self.prune_at)
-        return d
 
 
 @dataclass

@@ -31,20 +31,21 @@ Only :class:`~course_lib.attacks.blackbox.BlackBoxAPI` objects with ``output="la
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..config import get_profile
+from ..budgets import Budget
 from ..errors import CourseError
 from .blackbox import BlackBoxAPI
 from .probing import top_k_classes
 
 
 @dataclass(frozen=True)
-class LabelOnlyConfig:
+class LabelOnlyConfig(Budget):
     """Budget of the label-only attack.
 
     Attributes
@@ -68,25 +69,19 @@ class LabelOnlyConfig:
     bisection_steps: int = 20
     offset: float = 0.1
 
-    @classmethod
-    def for_profile(cls, profile: str | None = None, **overrides) -> "LabelOnlyConfig":
-        name = get_profile(profile).name
-        base = {
-            "quick": dict(seed_pool=2000, seeds_per_class=5, pairs_per_seed=9),
-            "standard": dict(seed_pool=4000, seeds_per_class=10, pairs_per_seed=9),
-            "full": dict(seed_pool=20000, seeds_per_class=20, pairs_per_seed=18),
-        }[name]
-        cfg = cls(**base)
-        return replace(cfg, **overrides) if overrides else cfg
+    budget_name: ClassVar[str] = "label-only"
+    PROFILES: ClassVar[dict] = {
+        "quick": dict(seed_pool=2000, seeds_per_class=5, pairs_per_seed=9),
+        "standard": dict(seed_pool=4000, seeds_per_class=10, pairs_per_seed=9),
+        "full": dict(seed_pool=20000, seeds_per_class=20, pairs_per_seed=18),
+    }
 
-    def validate(self) -> "LabelOnlyConfig":
+    def check(self) -> None:
         for name in ("seed_pool", "seeds_per_class", "pairs_per_seed", "bisection_steps"):
             if getattr(self, name) < 1:
                 raise CourseError(f"{name} must be at least 1; got {getattr(self, name)}.")
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        if self.offset < 0:
+            raise CourseError(f"offset must be >= 0 (0: on the boundary); got {self.offset}.")
 
 
 @dataclass
@@ -250,7 +245,7 @@ def build_boundary_probes(api: BlackBoxAPI, *, num_classes: int, input_shape, co
     """
     if not isinstance(api, BlackBoxAPI):
         raise CourseError("build_boundary_probes needs a BlackBoxAPI: the attacker only has query access.")
-    cfg = (config or LabelOnlyConfig.for_profile()).validate()
+    cfg = (config or LabelOnlyConfig.for_profile()).validated()
     input_shape = tuple(int(s) for s in input_shape)
     gen = torch.Generator().manual_seed(int(seed))
     start = time.perf_counter()

@@ -51,7 +51,8 @@ The attack functions see only :class:`~course_lib.attacks.blackbox.BlackBoxAPI` 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -59,7 +60,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..threads import adapt as adapt_threads
-from ..config import get_profile
+from ..budgets import Budget
 from ..errors import CourseError, check_choice, check_range
 from .blackbox import BlackBoxAPI
 
@@ -70,7 +71,7 @@ PROBE_LOSSES = ("margin", "ce")
 # --------------------------------------------------------------------------- configuration
 
 @dataclass(frozen=True)
-class ProbeConfig:
+class ProbeConfig(Budget):
     """Budget and hyper-parameters of probe construction (one table per profile).
 
     Attributes
@@ -132,19 +133,14 @@ class ProbeConfig:
     calibration_band: float = 0.5
     calibration_steps: int = 30
 
-    @classmethod
-    def for_profile(cls, profile: str | None = None, **overrides) -> "ProbeConfig":
-        """The budget of ``profile`` (``quick``/``standard``/``full``), with ``overrides`` applied."""
-        name = get_profile(profile).name
-        base = {
-            "quick": dict(max_queries=10_000),
-            "standard": dict(max_queries=20_000),
-            "full": dict(max_queries=100_000),
-        }[name]
-        cfg = cls(**base)
-        return replace(cfg, **overrides) if overrides else cfg
+    budget_name: ClassVar[str] = "probes"
+    PROFILES: ClassVar[dict] = {
+        "quick": dict(max_queries=10_000),
+        "standard": dict(max_queries=20_000),
+        "full": dict(max_queries=100_000),
+    }
 
-    def validate(self) -> "ProbeConfig":
+    def check(self) -> None:
         check_range(self.target_confidence, 0.0, 1.0, "target_confidence", low_open=True, high_open=True)
         if self.max_queries < 1:
             raise CourseError(f"max_queries must be a positive number of queries; got {self.max_queries}.")
@@ -158,10 +154,6 @@ class ProbeConfig:
         for name in ("zoo_h", "zoo_lr", "nes_sigma", "nes_lr"):
             if getattr(self, name) <= 0:
                 raise CourseError(f"{name} must be positive; got {getattr(self, name)}.")
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # --------------------------------------------------------------------------- results
@@ -446,7 +438,7 @@ def build_probes(api: BlackBoxAPI, *, num_classes: int, input_shape, probes_per_
         raise CourseError(f"num_classes must be at least 2; got {num_classes}.")
     if probes_per_class < 1:
         raise CourseError(f"probes_per_class must be at least 1; got {probes_per_class}.")
-    cfg = (config or ProbeConfig.for_profile()).validate()
+    cfg = (config or ProbeConfig.for_profile()).validated()
     input_shape = tuple(int(s) for s in input_shape)
     gen = torch.Generator().manual_seed(int(seed))
     classes = list(range(num_classes)) if classes is None else [int(c) for c in classes]

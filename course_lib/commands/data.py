@@ -17,7 +17,7 @@ def register(sub) -> None:
 
 
 def run_list(args) -> int:
-    from ..cli import emit
+    from .common import emit
 
     rows = []
     for name, spec in REGISTRY.items():
@@ -31,7 +31,7 @@ def run_list(args) -> int:
 
 
 def run_download(args) -> int:
-    from ..cli import emit
+    from .common import emit
 
     spec = REGISTRY.get(args.name)
     path = download(args.name)

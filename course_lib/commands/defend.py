@@ -32,7 +32,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..cli import emit
+    from .common import emit
     from ..experiments.defenses import run_defend
 
     result = run_defend(args.defense, args.strength, attack=args.attack, samples=args.samples,

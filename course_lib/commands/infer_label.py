@@ -39,7 +39,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cli import emit
+    from .common import emit
     from ..experiments.probing import run_infer_label
 
     classes = None

@@ -27,7 +27,7 @@ def collect(profile: str | None = None) -> dict:
 
 
 def run(args) -> int:
-    from ..cli import emit
+    from .common import emit
 
     info = collect(args.profile)
     lines = [f"course_lib {info['version']}", info["device_message"], f"profile: {info['profile']}",

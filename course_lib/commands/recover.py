@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data import dataset_names
-from ..models import MODEL_NAMES
+from ..models import model_names
 from .common import add_common
 
 
@@ -12,7 +12,7 @@ def register(sub) -> None:
     p = sub.add_parser("recover", help="white-box unlearning inversion: recover removed samples from theta - theta_u")
     p.add_argument("--dataset", default="mnist-5k",
                    help=f"one of {', '.join(dataset_names())}, or folder:PATH (default mnist-5k)")
-    p.add_argument("--model", choices=MODEL_NAMES, default=None,
+    p.add_argument("--model", choices=model_names(), default=None,
                    help="architecture (default: mlp for tables, convnet-spatial for images, see course_lib.models)")
     p.add_argument("--unlearning", choices=("approximate", "exact"), default="approximate",
                    help="the developer's unlearning method (default approximate)")
@@ -43,8 +43,8 @@ def run(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..cache import atomic_write_text
-    from ..cli import emit
+    from ..results import atomic_write_text
+    from .common import emit
     from ..errors import CourseError
     from ..experiments.recovery import run_recovery
 

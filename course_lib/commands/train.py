@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..data import dataset_names
-from ..models import MODEL_NAMES
+from ..models import model_names
 from .common import add_common
 
 
@@ -10,7 +10,7 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train M0 (public D0) and M (private Du), cached by configuration")
     p.add_argument("--dataset", default="mnist-5k",
                    help=f"one of {', '.join(dataset_names())}, or folder:PATH (default mnist-5k)")
-    p.add_argument("--model", choices=MODEL_NAMES, default=None,
+    p.add_argument("--model", choices=model_names(), default=None,
                    help="architecture (default: mlp for tables, convnet for images)")
     p.add_argument("--finetune-epochs", type=int, default=None, help="epochs of fine-tuning on Du")
     add_common(p)
@@ -18,7 +18,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..cli import emit
+    from .common import emit
     from ..train import prepare_pipeline
 
     pipe = prepare_pipeline(args.dataset, args.model, profile=args.profile, seed=args.seed,

@@ -33,7 +33,8 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -42,7 +43,8 @@ from tqdm.auto import tqdm
 
 from .. import defenses as D
 from ..attacks.inversion import InversionConfig
-from ..config import get_profile, merge_overrides
+from ..budgets import Budget
+from ..config import get_profile
 from ..data import Dataset, sample_indices
 from ..errors import CourseError, check_choice
 from ..train import prepare_pipeline
@@ -60,7 +62,7 @@ def _mean(values):
 # --------------------------------------------------------------------------- configuration
 
 @dataclass(frozen=True)
-class DefenseConfig:
+class DefenseConfig(Budget):
     """Sizes of chapter 6's evaluation. A profile changes sizes and grids, never the algorithms.
 
     Attributes
@@ -114,19 +116,15 @@ class DefenseConfig:
     validation_size: int | None = None
     label_seed: int = 0
 
-    @classmethod
-    def for_profile(cls, profile: str | None = None, **overrides) -> "DefenseConfig":
-        """The sizes of ``profile``; ``overrides`` whose value is ``None`` are ignored."""
-        name = get_profile(profile).name
-        strongest = tuple((n, (D.DEFENSES[n].paper_strengths[-1],)) for n in D.PARAMETER_DEFENSES)
-        base = {
-            "quick": dict(samples=1, grids=strongest, probes_per_class=4, label_classes=3, validation_size=500),
-            "standard": dict(samples=3, probes_per_class=10, label_grid="strongest"),
-            "full": dict(samples=100, probes_per_class=10),
-        }[name]
-        return cls(**merge_overrides(cls, base, overrides, "DefenseConfig")).validated()
+    budget_name: ClassVar[str] = "defenses"
+    PROFILES: ClassVar[dict] = {
+        "quick": dict(samples=1, grids=tuple((n, (D.DEFENSES[n].paper_strengths[-1],)) for n in D.PARAMETER_DEFENSES),
+                      probes_per_class=4, label_classes=3, validation_size=500),
+        "standard": dict(samples=3, probes_per_class=10, label_grid="strongest"),
+        "full": dict(samples=100, probes_per_class=10),
+    }
 
-    def validated(self) -> "DefenseConfig":
+    def check(self) -> None:
         if self.samples < 1:
             raise CourseError(f"samples must be at least 1; got {self.samples}.")
         if self.finetune_samples < 1:
@@ -143,7 +141,6 @@ class DefenseConfig:
             raise CourseError(f"validation_size must be at least 1; got {self.validation_size}.")
         if not 0 < self.label_fraction <= 1:
             raise CourseError(f"label_fraction must lie in (0, 1]; got {self.label_fraction}.")
-        return self
 
     def grid(self) -> dict[str, tuple[float, ...]]:
         return {name: tuple(float(s) for s in strengths) for name, strengths in self.grids}
@@ -396,7 +393,6 @@ class DefenseEvaluation:
         """
         import ipywidgets as widgets
         import matplotlib.pyplot as plt
-        from IPython.display import display
 
         from ..viz import to_display
 

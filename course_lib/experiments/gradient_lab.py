@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 from ..attacks.gradient_estimation import (estimate_gradient, estimate_gradient_reference, gradient_cosine,
                                            true_gradient)
 from ..attacks.inversion import InversionConfig
-from ..config import get_profile, merge_overrides
+from ..budgets import Budget
+from ..errors import CourseError
 from ..train import prepare_pipeline
 from .recovery import attack_unlearned_model, make_unlearning_case
 
 
 @dataclass(frozen=True)
-class GradientLabConfig:
+class GradientLabConfig(Budget):
     """Budget of :func:`run_gradient_lab` (per profile; the measurements are the same).
 
     ``train_sizes`` are swept at 1 epoch without momentum; ``epochs`` and ``momentums`` at
@@ -45,7 +47,8 @@ class GradientLabConfig:
     restarts: int = 8
     iterations: int = 200
 
-    PROFILE_BUDGETS = {
+    budget_name: ClassVar[str] = "gradient-lab"
+    PROFILES: ClassVar[dict] = {
         "quick": {"train_sizes": (4, 64), "epochs": (1, 3), "momentums": (0.0, 0.9),
                   "samples_per_point": 1, "recover_sizes": (4, 64), "restarts": 4, "iterations": 100},
         "standard": {"train_sizes": (4, 8, 16, 64, 128, 256, 800), "samples_per_point": 4,
@@ -54,10 +57,12 @@ class GradientLabConfig:
                  "recover_sizes": (4, 8, 16, 128, 800), "restarts": 64, "iterations": 2000},
     }
 
-    @classmethod
-    def for_profile(cls, profile: str | None = None, **overrides) -> "GradientLabConfig":
-        name = get_profile(profile).name
-        return cls(**merge_overrides(cls, cls.PROFILE_BUDGETS[name], overrides, "GradientLabConfig"))
+    def check(self) -> None:
+        for name in ("sweep_train_size", "samples_per_point", "restarts", "iterations"):
+            if getattr(self, name) < 1:
+                raise CourseError(f"{name} must be at least 1; got {getattr(self, name)}.")
+        if any(int(n) < 1 for n in self.train_sizes + self.recover_sizes + self.epochs):
+            raise CourseError("Every training-set size and epoch count must be at least 1.")
 
 
 @dataclass

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ from ..attacks.blackbox import BlackBoxAPI
 from ..attacks.label_only import (BoundaryProbes, LabelOnlyConfig, build_boundary_probes,
                                   probe_unlearned_labels)
 from ..attacks.probing import PROBE_METHODS, ProbeConfig, ProbeSet, build_probes, probe_unlearned
+from ..budgets import Budget
 from ..cache import config_key, save_tensors
 from ..config import cache_dir, get_profile
 from ..data import Dataset, per_class_subset
@@ -51,7 +53,7 @@ API_OUTPUTS = ("probs", "labels")
 # --------------------------------------------------------------------------- configuration
 
 @dataclass(frozen=True)
-class LabelInferenceConfig:
+class LabelInferenceConfig(Budget):
     """Sizes of chapter 4's experiment.
 
     Attributes
@@ -80,22 +82,24 @@ class LabelInferenceConfig:
     probe_method: str = "nes"
     label_only: bool = True
 
-    @classmethod
-    def for_profile(cls, profile: str | None = None, **overrides) -> "LabelInferenceConfig":
-        name = get_profile(profile).name
-        base = {
-            "quick": dict(probes_per_class=4, fewer_probes=2, fractions=(0.5, 1.0)),
-            "standard": dict(probes_per_class=10, fewer_probes=5, fractions=(0.1, 0.5, 1.0)),
-            "full": dict(probes_per_class=10, fewer_probes=5, fractions=(0.1, 0.5, 1.0)),
-        }[name]
-        cfg = cls(**base)
-        return replace(cfg, **overrides) if overrides else cfg
+    budget_name: ClassVar[str] = "label-inference"
+    PROFILES: ClassVar[dict] = {
+        "quick": dict(probes_per_class=4, fewer_probes=2, fractions=(0.5, 1.0)),
+        "standard": dict(probes_per_class=10, fewer_probes=5, fractions=(0.1, 0.5, 1.0)),
+        "full": dict(probes_per_class=10, fewer_probes=5, fractions=(0.1, 0.5, 1.0)),
+    }
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["fractions"] = list(self.fractions)
-        d["multi_classes"] = [list(c) for c in self.multi_classes]
-        return d
+    def check(self) -> None:
+        for name in ("subset_per_class", "probes_per_class", "fewer_probes"):
+            if getattr(self, name) < 1:
+                raise CourseError(f"{name} must be at least 1; got {getattr(self, name)}.")
+        if self.fewer_probes > self.probes_per_class:
+            raise CourseError(f"fewer_probes ({self.fewer_probes}) cannot exceed probes_per_class "
+                              f"({self.probes_per_class}).")
+        for f in self.fractions:
+            if not 0 < f <= 1:
+                raise CourseError(f"Every forget share p_u must lie in (0, 1]; got {f}.")
+        check_choice(self.probe_method, ("nes", "zoo"), "probe method")
 
 
 # --------------------------------------------------------------------------- the developer's side
@@ -160,7 +164,7 @@ class ProbingSetup:
         A cached probe set reports the queries and seconds its construction originally cost.
         """
         check_choice(method, PROBE_METHODS, "probe method")
-        cfg = (config or ProbeConfig.for_profile(self.pipeline.profile.name)).validate()
+        cfg = (config or ProbeConfig.for_profile(self.pipeline.profile.name)).validated()
         seed = self.seed if probe_seed is None else probe_seed
         settings = {"method": method, "probes_per_class": probes_per_class, "probe_seed": seed,
                     "probe_config": cfg.to_dict()}

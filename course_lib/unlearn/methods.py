@@ -1,6 +1,6 @@
 """The classification unlearning methods benchmarked by RUB (Section 4.3), behind one signature.
 
-Every method here is registered with :func:`~course_lib.unlearn.registry.register_method` and takes
+Every method here is registered in :data:`~course_lib.unlearn.registry.CLASSIFICATION_METHODS` and takes
 
     (original, forget, retain, **hyper_parameters) -> unlearned model (a new ``nn.Module``, eval mode)
 
@@ -68,7 +68,7 @@ from ..models import classifier_head
 from ..errors import CourseError, check_choice
 from ..train import set_bn_mode as _set_bn  # frozen or live batch-norm statistics
 from ..train import train_model
-from .registry import register_method
+from .registry import CLASSIFICATION_METHODS
 
 
 # --------------------------------------------------------------------------- helpers
@@ -188,7 +188,7 @@ def reinitialise(model: nn.Module, seed: int) -> nn.Module:
 
 # --------------------------------------------------------------------------- the methods
 
-@register_method("retrain", description="train from scratch on the retain set (gold standard, cached)")
+@CLASSIFICATION_METHODS.register("retrain", description="train from scratch on the retain set (gold standard, cached)")
 def retrain(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: int = 10, lr: float = 0.05,
             batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 5e-4, schedule: str = "linear",
             seed: int = 0, cache: bool = True, progress: bool = False) -> nn.Module:
@@ -219,7 +219,7 @@ def retrain(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: in
     return model
 
 
-@register_method("FT", description="fine-tune on the retain set (catastrophic forgetting)")
+@CLASSIFICATION_METHODS.register("FT", description="fine-tune on the retain set (catastrophic forgetting)")
 def fine_tune(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: int = 2, lr: float = 0.19,
               batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 5e-4, schedule: str = "linear",
               seed: int = 0, progress: bool = False) -> nn.Module:
@@ -262,7 +262,7 @@ def _land_on_threshold(model: nn.Module, before: list[torch.Tensor], x: torch.Te
     set_to(hi)
 
 
-@register_method("GA", description="gradient ascent on the forget set (classifier head by default)")
+@CLASSIFICATION_METHODS.register("GA", description="gradient ascent on the forget set (classifier head by default)")
 def gradient_ascent(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: int = 10, lr: float = 0.01,
                     batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 0.0,
                     layers: str = "head", stop_accuracy: float | None = 0.08, landing_steps: int = 10,
@@ -320,7 +320,7 @@ def gradient_ascent(original: nn.Module, forget: Dataset, retain: Dataset, *, ep
     return model
 
 
-@register_method("RL", description="random wrong labels on the forget set, trained with the retain set")
+@CLASSIFICATION_METHODS.register("RL", description="random wrong labels on the forget set, trained with the retain set")
 def random_labels(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: int = 2, lr: float = 0.01,
                   batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 5e-4, seed: int = 0,
                   progress: bool = False) -> nn.Module:
@@ -397,7 +397,7 @@ def woodfisher_inverse_product(model: nn.Module, data: Dataset, v: torch.Tensor,
     return (out / damping).to(v.dtype)
 
 
-@register_method("IU", description="influence unlearning: one Newton step with the WoodFisher inverse Fisher")
+@CLASSIFICATION_METHODS.register("IU", description="influence unlearning: one Newton step with the WoodFisher inverse Fisher")
 def influence_unlearning(original: nn.Module, forget: Dataset, retain: Dataset, *, alpha: float = 0.0025,
                          damping: float = 1e-3, n_fisher: int = 256, stop_accuracy: float | None = 0.08,
                          growth: float = 1.5, max_growths: int = 12, seed: int = 0,
@@ -445,7 +445,7 @@ def influence_unlearning(original: nn.Module, forget: Dataset, retain: Dataset, 
     return model
 
 
-@register_method("l1-sparse", description="fine-tuning on the retain set with a decaying l1 penalty")
+@CLASSIFICATION_METHODS.register("l1-sparse", description="fine-tuning on the retain set with a decaying l1 penalty")
 def l1_sparse(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: int = 2, lr: float = 0.15,
               gamma: float = 5e-4, batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 0.0,
               schedule: str = "linear", seed: int = 0, progress: bool = False) -> nn.Module:
@@ -485,7 +485,7 @@ def saliency_mask(model: nn.Module, forget: Dataset, mask_ratio: float = 0.5) ->
     return out
 
 
-@register_method("SalUn", description="saliency mask (top 50 % weights) + random labels; masked weights frozen")
+@CLASSIFICATION_METHODS.register("SalUn", description="saliency mask (top 50 % weights) + random labels; masked weights frozen")
 def salun(original: nn.Module, forget: Dataset, retain: Dataset, *, mask_ratio: float = 0.5, epochs: int = 2,
           lr: float = 0.01, batch_size: int = 64, momentum: float = 0.9, weight_decay: float = 5e-4,
           seed: int = 0, progress: bool = False) -> nn.Module:

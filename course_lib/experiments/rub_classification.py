@@ -22,10 +22,10 @@ training data; see :mod:`course_lib.attacks.membership`), with the original mode
 """
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Sequence
@@ -38,13 +38,15 @@ from tqdm.auto import tqdm
 from .. import data as data_mod
 from ..attacks.membership import ShadowMIA, fit_shadow_mia, shadow_halves, svc_mia_efficacy
 from ..attacks.uma import output_distance, robustness_verdict, unlearning_mapping_attack
-from ..cache import atomic_write_text, cached_model, config_key
-from ..config import get_device, get_profile, merge_overrides, seed_everything
+from ..cache import cached_model, config_key
+from ..results import RowStore
+from ..budgets import Budget
+from ..config import get_device, seed_everything
 from ..data import Dataset
-from ..errors import CacheCorruptError, CourseError, check_range
-from ..models import MODEL_NAMES, build_model, default_model_for
+from ..errors import CourseError, check_range
+from ..models import MODELS, build_model, default_model_for
 from ..train import accuracy, predict_proba, train_model
-from ..unlearn.registry import get_method, list_methods
+from ..unlearn import CLASSIFICATION_METHODS, method_defaults
 
 DEFAULT_EPS = (0.0, 8 / 255, 16 / 255)
 #: RUB's Table 1 rows for CIFAR-10 (ResNet-50, class 0 forgotten), copied from the paper for comparison:
@@ -61,7 +63,7 @@ PAPER_CIFAR10 = {
 
 
 @dataclass(frozen=True)
-class RubConfig:
+class RubConfig(Budget):
     """Budget of the RUB benchmark per profile (the algorithm never changes, only sizes).
 
     Attributes
@@ -86,37 +88,39 @@ class RubConfig:
         E_{D_r} <= eps2; a forget sample is "mapped back" when UMA brings it within eps1.
     """
 
-    profile: str
-    width: int
-    epochs: int
-    lr: float
-    batch_size: int
-    shadow_epochs: int
-    attack_samples: int | None
-    uma_steps: int
-    seeds: int
-    mia_seeds: int
+    profile: str = "standard"
+    width: int = 16
+    epochs: int = 6
+    lr: float = 0.05
+    batch_size: int = 64
+    shadow_epochs: int = 24
+    attack_samples: int | None = 300
+    uma_steps: int = 20
+    seeds: int = 3
+    mia_seeds: int = 2
     eps1: float = 0.5
     eps2: float = 0.1
 
-    @classmethod
-    def for_profile(cls, profile: str | None = None, **overrides) -> "RubConfig":
-        """The budget for ``quick`` / ``standard`` / ``full``, with any field overridden."""
-        name = get_profile(profile).name
-        table = {
-            # quick and standard share the original model (same width and epochs), so the cached
-            # checkpoint is reused and the methods' defaults, tuned on it, hold in both
-            "quick": cls("quick", width=16, epochs=6, lr=0.05, batch_size=64, shadow_epochs=24,
-                         attack_samples=100, uma_steps=10, seeds=1, mia_seeds=1),
-            "standard": cls("standard", width=16, epochs=6, lr=0.05, batch_size=64, shadow_epochs=24,
-                            attack_samples=300, uma_steps=20, seeds=3, mia_seeds=2),
-            "full": cls("full", width=32, epochs=30, lr=0.05, batch_size=64, shadow_epochs=120,
-                        attack_samples=None, uma_steps=50, seeds=10, mia_seeds=5),
-        }
-        return replace(table[name], **merge_overrides(cls, {}, overrides, "RUB"))
+    budget_name: ClassVar[str] = "rub"
+    # quick and standard share the original model (same width and epochs), so the cached
+    # checkpoint is reused and the methods' defaults, tuned on it, hold in both
+    PROFILES: ClassVar[dict] = {
+        "quick": dict(profile="quick", width=16, epochs=6, lr=0.05, batch_size=64, shadow_epochs=24,
+                      attack_samples=100, uma_steps=10, seeds=1, mia_seeds=1),
+        "standard": dict(profile="standard", width=16, epochs=6, lr=0.05, batch_size=64, shadow_epochs=24,
+                         attack_samples=300, uma_steps=20, seeds=3, mia_seeds=2),
+        "full": dict(profile="full", width=32, epochs=30, lr=0.05, batch_size=64, shadow_epochs=120,
+                     attack_samples=None, uma_steps=50, seeds=10, mia_seeds=5),
+    }
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def check(self) -> None:
+        for name in ("width", "epochs", "batch_size", "shadow_epochs", "uma_steps", "seeds", "mia_seeds"):
+            if getattr(self, name) < 1:
+                raise CourseError(f"RUB's {name} must be at least 1; got {getattr(self, name)}.")
+        if self.attack_samples is not None and self.attack_samples < 1:
+            raise CourseError(f"attack_samples must be at least 1 (or None: all); got {self.attack_samples}.")
+        check_range(self.eps1, 0.0, 1.0, "eps1")
+        check_range(self.eps2, 0.0, 1.0, "eps2")
 
 
 def eps_label(eps: float) -> str:
@@ -204,9 +208,9 @@ def validate_request(dataset: str, forget_classes: Sequence[int] | None, forget_
     Raises :class:`CourseError` for an unknown method, an eps outside [0, 1], a forget class the
     dataset does not have, or both / neither of class-wise and random forgetting.
     """
-    names = list_methods() if methods in ("all", None) else list(methods)
+    names = CLASSIFICATION_METHODS.names() if methods in ("all", None) else list(methods)
     for n in names:
-        get_method(n)
+        CLASSIFICATION_METHODS.get(n)
     if len(set(names)) != len(names):
         raise CourseError(f"A method is listed twice in {names}.")
     if not eps:
@@ -240,8 +244,7 @@ def prepare_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile:
     test = data_mod.load(dataset, "test")
     validate_request(dataset, forget_classes, forget_share, [0.0], [], train.num_classes)
     model_name = model or default_model_for(train.kind)
-    if model_name not in MODEL_NAMES:
-        raise CourseError(f"Unknown model {model_name!r}. Choose one of: {', '.join(MODEL_NAMES)}.")
+    MODELS.get(model_name)
     device = get_device()
     idx = _forget_indices(train, forget_classes, forget_share)
     forget, retain = train.subset(idx), train.without(idx)
@@ -278,33 +281,8 @@ def prepare_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile:
 
 # --------------------------------------------------------------------------- results file
 
-def read_rows(path: Path) -> list[dict]:
-    """Rows of a JSONL results file (``[]`` if it does not exist)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise CacheCorruptError(f"Line {i} of the results file {path} is not JSON ({exc}). "
-                                    "Delete the file (or that line) and run again.") from exc
-    return rows
-
-
-def append_row(path: Path, row: dict) -> None:
-    """Add ``row`` to the JSONL file by rewriting it atomically (never a half-written line)."""
-    path = Path(path)
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    if old and not old.endswith("\n"):
-        old += "\n"
-    atomic_write_text(path, old + json.dumps(row, sort_keys=True) + "\n")
-
-
 def row_id(row: dict) -> tuple:
+    """What makes a classification row unique: (method, seed, eps)."""
     return (row["method"], int(row["seed"]), round(float(row["eps"]), 10))
 
 
@@ -470,7 +448,7 @@ class RubResult:
 
 def hp_key(method: str, overrides: dict, setup: "RubSetup") -> str:
     """Hash of a method's effective hyper-parameters (its defaults updated by ``overrides``)."""
-    hp = {**get_method(method).defaults, **overrides}
+    hp = {**method_defaults(CLASSIFICATION_METHODS.get(method)), **overrides}
     if method == "retrain":
         hp.update(setup.train_schedule())
     hp.pop("seed", None)
@@ -539,18 +517,12 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
                         config=cfg, progress=progress)
     key, ident = benchmark_key(setup, cfg.mia_seeds, hyper_parameters)
     out_dir = Path(out) if out is not None else Path("results") / "rub"
-    path = out_dir / f"rub-{key}.jsonl"
-    atomic_write_text(out_dir / f"rub-{key}.json", json.dumps({**ident, "profile": cfg.profile},
-                                                               indent=2, sort_keys=True, default=str))
-    rows = read_rows(path)
+    store = RowStore(out_dir / f"rub-{key}.jsonl", ident, row_id)
+    path = store.path
     # a row counts as done only if it was computed with the method's current hyper-parameters
     # (defaults included): rows of an edited method are dropped and recomputed, never duplicated
     current_hp = {n: hp_key(n, hyper_parameters.get(n, {}), setup) for n in names}
-    stale = [r for r in rows if r["method"] in current_hp and r.get("hp_key") != current_hp[r["method"]]]
-    if stale:
-        rows = [r for r in rows if r not in stale]
-        atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    done = {row_id(r) for r in rows}
+    store.drop(lambda r: r["method"] in current_hp and r.get("hp_key") != current_hp[r["method"]])
     computed = 0
     mia_ids = [100 + k for k in range(cfg.mia_seeds)]
     mias = [setup.shadow_mia(s, progress=progress) for s in mia_ids]
@@ -559,9 +531,7 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
 
     def write(row: dict) -> None:
         nonlocal computed
-        append_row(path, row)
-        rows.append(row)
-        done.add(row_id(row))
+        store.append(row)
         computed += 1
         if on_row is not None:
             on_row(row)
@@ -574,7 +544,7 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
 
     fe = setup.forget_eval
     base = {"benchmark": key, "dataset": dataset, "model": setup.model_name, "profile": cfg.profile}
-    if ("original", 0, 0.0) not in done:
+    if ("original", 0, 0.0) not in store:
         m = measure(setup.original, fe.x, fe.y)
         zero = torch.zeros(len(fe))
         verdict = robustness_verdict(zero, zero, zero, eps1=cfg.eps1, eps2=cfg.eps2)
@@ -585,7 +555,7 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
     jobs = [(m, s) for m in names for s in range(cfg.seeds)]
     bar = tqdm(jobs, desc="RUB", disable=not progress)
     for method, seed in bar:
-        missing = [e for e in eps if (method, seed, e) not in done]
+        missing = [e for e in eps if (method, seed, e) not in store]
         if not missing:
             continue
         bar.set_postfix_str(f"{method} seed {seed}")
@@ -594,8 +564,7 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
             for k, v in setup.train_schedule().items():
                 hp.setdefault(k, v)
         t0 = time.perf_counter()
-        spec = get_method(method)
-        unlearned = spec(setup.original, setup.forget, setup.retain, seed=seed, **hp)
+        unlearned = CLASSIFICATION_METHODS.get(method)(setup.original, setup.forget, setup.retain, seed=seed, **hp)
         unlearn_seconds = time.perf_counter() - t0
         unlearned.eval()
         ta = accuracy(unlearned, setup.test_eval)
@@ -615,7 +584,7 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
                    "hyper_parameters": {k: v for k, v in hp.items()}, "verdict": verdict})
     bar.close()
     keep_methods = set(names)
-    selected = [r for r in rows if r["method"] == "original" or
+    selected = [r for r in store.rows if r["method"] == "original" or
                 (r["method"] in keep_methods and r["seed"] < cfg.seeds and any(abs(r["eps"] - e) < 1e-9 for e in eps))]
     conf = {**ident, "profile": cfg.profile, "seeds": cfg.seeds, "original_test_accuracy": setup.original_info.get("test_accuracy"),
             "n_forget": len(setup.forget), "n_retain": len(setup.retain), "n_forget_eval": len(fe),
