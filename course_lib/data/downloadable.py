@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import DatasetNotAvailableError
-from . import SPLITS, Dataset, DatasetSpec, _images, register_dataset
+from .dataset import SPLITS, Dataset, DatasetSpec, _images, register_dataset
 
 
 def _not_on_disk(name: str, root: Path) -> DatasetNotAvailableError:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import DatasetNotAvailableError
-from . import Dataset, DatasetSpec, _fixed_split, register_dataset
+from .dataset import Dataset, DatasetSpec, _fixed_split, register_dataset
 
 
 def _load_mnist5k(split: str, root: Path) -> Dataset:

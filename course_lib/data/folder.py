@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..errors import CourseError
-from . import Dataset, _images, _limit_indices
+from .dataset import Dataset, _images, _limit_indices
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")

@@ -40,7 +40,7 @@ from ..data import Dataset
 from ..errors import CourseError
 from ..train import train_model
 from .common import (architecture_fingerprint, concat, fingerprint, forget_accuracy, model_device,
-                     random_wrong_labels, reinitialise, sgd_loop)
+                     random_wrong_labels, reinitialise)
 from .registry import CLASSIFICATION_METHODS
 
 
@@ -81,9 +81,9 @@ def fine_tune(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: 
               seed: int = 0, progress: bool = False) -> nn.Module:
     """FT: a few epochs of SGD on D_r only; the forget classes fade because nothing supports them."""
     seed_everything(seed)
-    return sgd_loop(clone_model(original), retain, epochs=epochs, lr=lr, batch_size=batch_size,
-                    momentum=momentum, weight_decay=weight_decay, schedule=schedule, seed=seed, progress=progress,
-                    desc="FT")
+    return train_model(clone_model(original), retain, epochs=epochs, lr=lr, batch_size=batch_size,
+                       momentum=momentum, weight_decay=weight_decay, schedule=schedule, seed=seed, progress=progress,
+                       desc="FT")
 
 
 @CLASSIFICATION_METHODS.register("RL", description="random wrong labels on the forget set, trained with the retain set")
@@ -94,9 +94,9 @@ def random_labels(original: nn.Module, forget: Dataset, retain: Dataset, *, epoc
     seed_everything(seed)
     relabelled = Dataset(forget.name, forget.x, random_wrong_labels(forget.y, forget.num_classes, seed),
                          list(forget.classes), forget.kind, list(forget.feature_names))
-    return sgd_loop(clone_model(original), concat(relabelled, retain), epochs=epochs, lr=lr,
-                    batch_size=batch_size, momentum=momentum, weight_decay=weight_decay, seed=seed,
-                    progress=progress, desc="RL")
+    return train_model(clone_model(original), concat(relabelled, retain), epochs=epochs, lr=lr,
+                       batch_size=batch_size, momentum=momentum, weight_decay=weight_decay, schedule="constant",
+                       seed=seed, progress=progress, desc="RL")
 
 
 def _flat_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -222,9 +222,9 @@ def l1_sparse(original: nn.Module, forget: Dataset, retain: Dataset, *, epochs: 
         g = gamma * (1.0 - step / max(1, total))
         return g * sum(p.abs().sum() for p in model.parameters())
 
-    return sgd_loop(clone_model(original), retain, epochs=epochs, lr=lr, batch_size=batch_size,
-                    momentum=momentum, weight_decay=weight_decay, schedule=schedule, seed=seed, penalty=penalty,
-                    progress=progress, desc="l1-sparse")
+    return train_model(clone_model(original), retain, epochs=epochs, lr=lr, batch_size=batch_size,
+                       momentum=momentum, weight_decay=weight_decay, schedule=schedule, seed=seed, penalty=penalty,
+                       progress=progress, desc="l1-sparse")
 
 
 def saliency_mask(model: nn.Module, forget: Dataset, mask_ratio: float = 0.5) -> list[torch.Tensor]:
@@ -270,6 +270,6 @@ def salun(original: nn.Module, forget: Dataset, retain: Dataset, *, mask_ratio: 
 
     relabelled = Dataset(forget.name, forget.x, random_wrong_labels(forget.y, forget.num_classes, seed),
                          list(forget.classes), forget.kind, list(forget.feature_names))
-    return sgd_loop(model, concat(relabelled, retain), epochs=epochs, lr=lr, batch_size=batch_size,
-                    momentum=momentum, weight_decay=weight_decay, seed=seed, after_step=restore,
-                    progress=progress, desc="SalUn")
+    return train_model(model, concat(relabelled, retain), epochs=epochs, lr=lr, batch_size=batch_size,
+                       momentum=momentum, weight_decay=weight_decay, schedule="constant", seed=seed,
+                       after_step=restore, progress=progress, desc="SalUn")

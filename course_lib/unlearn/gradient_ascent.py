@@ -11,10 +11,11 @@ from torch import nn
 from ..cache import clone_model
 from ..config import seed_everything
 from ..data import Dataset
+from ..train import train_model
 from ..errors import check_choice
 from ..models import classifier_head
 from ..train import set_bn_mode as _set_bn  # frozen or live batch-norm statistics
-from .common import forget_accuracy, model_device, sgd_loop
+from .common import forget_accuracy, model_device
 from .registry import CLASSIFICATION_METHODS
 
 
@@ -96,9 +97,9 @@ def gradient_ascent(original: nn.Module, forget: Dataset, retain: Dataset, *, ep
                 b.copy_(p)
 
     try:
-        sgd_loop(model, forget, epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum,
-                 weight_decay=weight_decay, seed=seed, sign=-1.0, bn_mode="eval", after_step=check,
-                 progress=progress, desc="GA")
+        train_model(model, forget, epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum,
+                    weight_decay=weight_decay, schedule="constant", seed=seed, sign=-1.0, bn_mode="eval",
+                    after_step=check, progress=progress, desc="GA")
     except _StopTraining:
         pass
     finally:
