@@ -177,7 +177,7 @@ def labels_under_defenses(dataset: str, settings: list[tuple[str, float]], cfg, 
             else:
                 released = D.apply_defense(defense, setup.deployed, unlearned, strength, seed=seed + c,
                                            **_defense_options(defense, cfg, ft_data))
-                api_kind = D.get_defense(defense).api
+                api_kind = D.get_defense(defense).api if strength == 1.0 else "probs"  # label-only at 0 is off
             ratios[(defense, strength)].append(
                 1.0 if defense == NO_DEFENSE else _ratio(released, base_acc, validation))
             # the probability attack (chapter 4, eqs. 9-11)

@@ -195,8 +195,11 @@ def run_defenses(dataset: str = "mnist-5k", *, profile: str | None = None, seed:
     result = DefensesResult(settings={"dataset": dataset, "profile": prof.name, "seed": seed,
                                       "attacks": list(attacks), "config": cfg.to_dict(),
                                       "inversion": inv_cfg.to_dict()})
-    if "recover" in attacks and (param_settings or "label-only" in grid):
-        rec_settings = param_settings + ([("label-only", 1.0)] if "label-only" in grid else [])
+    # label-only answers: strength 1 is on, 0 is off (the probability API, i.e. no defense)
+    api_settings = [(name, float(s)) for name, values in grid.items() if D.get_defense(name).api == "labels"
+                    for s in values]
+    if "recover" in attacks and (param_settings or api_settings):
+        rec_settings = param_settings + api_settings
         part = recovery_under_defenses(dataset, rec_settings, cfg, inv_cfg, prof.name, seed, progress)
         result.recovery, result.originals, result.images = part["rows"], part["originals"], part["images"]
         result.settings.update(part["settings"])
@@ -205,7 +208,8 @@ def run_defenses(dataset: str = "mnist-5k", *, profile: str | None = None, seed:
         label_settings = list(param_settings)
         if cfg.label_grid == "strongest":
             label_settings = [(n, s) for n, s in param_settings if s == max(v for m, v in param_settings if m == n)]
-        if include_label_only or "label-only" in grid:
+        label_settings += api_settings
+        if include_label_only and not api_settings:
             label_settings.append(("label-only", 1.0))
         part = labels_under_defenses(dataset, label_settings, cfg, prof.name, seed, progress)
         result.labels = part["rows"]
