@@ -62,6 +62,10 @@ class DefenseConfig(Budget):
         The fine-tuning defense's additional data (drawn from the public split D0) and schedule.
     clip_norm:
         C of parameter obfuscation (paper: 1.2).
+    obfuscation_space, noise_reading:
+        Where obfuscation clips and adds noise (``"gradient"``: the unlearning gradient, the
+        paper's reading; ``"parameters"``: the weights) and how sigma is read (``"variance"`` as
+        the paper writes, or ``"std"``); see :func:`course_lib.defenses.obfuscate`.
     label_forget_share:
         Share p_u of the class unlearned in the label-inference part (1.0: the whole class).
     label_classes:
@@ -90,6 +94,8 @@ class DefenseConfig(Budget):
     finetune_epochs: int = 5
     finetune_batch_size: int = 25
     clip_norm: float = D.DEFAULT_CLIP_NORM
+    obfuscation_space: str = "gradient"
+    noise_reading: str = "variance"
     label_forget_share: float = 1.0
     label_classes: int | None = None
     label_grid: str = "all"
@@ -112,6 +118,8 @@ class DefenseConfig(Budget):
         if self.finetune_samples < 1:
             raise CourseError(f"finetune_samples must be at least 1; got {self.finetune_samples}.")
         check_choice(self.unlearning, ("approximate", "exact"), "unlearning method")
+        check_choice(self.obfuscation_space, D.OBFUSCATION_SPACES, "obfuscation space")
+        check_choice(self.noise_reading, D.NOISE_READINGS, "noise reading")
         for name, strengths in self.grids:
             D.get_defense(name)
             if len(strengths) == 0:
