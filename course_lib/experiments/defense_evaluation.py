@@ -232,6 +232,7 @@ def _check_strength_early(defense: str, strength: float) -> None:
     from ..models import build_model
 
     tiny = build_model("mlp", (4,), 2, width=1)
-    opts = {"data": Dataset("probe", torch.zeros(2, 4), torch.zeros(2, dtype=torch.long), ["a", "b"], "tabular")} \
-        if defense == "finetune" else {}
+    opts = {"finetune": {"data": Dataset("probe", torch.zeros(2, 4), torch.zeros(2, dtype=torch.long), ["a", "b"],
+                                         "tabular")},
+            "obfuscation": {"step_scale": 1.0}}.get(defense, {})
     D.apply_defense(defense, tiny, tiny, strength, seed=0, **opts)
