@@ -1,14 +1,14 @@
-"""Shared test settings: the quick profile, a non-interactive matplotlib backend, one thread per worker.
+"""Shared test settings: the quick profile and a non-interactive matplotlib backend.
 
-``make test`` runs the tests on two workers (pytest-xdist); each uses one intra-op thread, so the two
-cores are shared without oversubscription and results are bit-reproducible (the thread count is
-fixed: the same seed gives the same numbers). tests/test_threads.py exercises the adaptive count.
+The tests run in one process with the course's adaptive threads (all cores on an idle machine).
+Results are bit-reproducible at a fixed thread count; a test that compares two runs bit for bit
+fixes it with ``COURSE_THREADS`` (tests/test_bad_inputs.py), and tests/test_threads.py exercises the
+adaptation itself.
 """
 import os
 
 os.environ.setdefault("COURSE_PROFILE", "quick")
 os.environ.setdefault("MPLBACKEND", "Agg")
-os.environ.setdefault("COURSE_THREADS", "1")
 
 import matplotlib  # noqa: E402
 

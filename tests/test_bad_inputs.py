@@ -159,7 +159,9 @@ def test_bad_python_call_raises_a_course_error(sandbox, call, fragment):
     assert not (root / "cache").exists()
 
 
-def test_same_seed_gives_the_same_json_apart_from_timings_and_paths(tmp_path, capsys):
+def test_same_seed_gives_the_same_json_apart_from_timings_and_paths(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COURSE_THREADS", "1")  # bit-reproducible at a fixed thread count
+
     def run(out):
         assert main(["recover", "--dataset", "german-credit", "--restarts", "2", "--iterations", "30",
                      "--profile", "quick", "--seed", "4", "--out", str(out), "--json"]) == 0
