@@ -40,6 +40,7 @@ from torch.nn.utils import prune as torch_prune
 from .cache import clone_model
 from .data import Dataset
 from .errors import CourseError, check_choice, check_range
+from .registry import Registry
 from .train import accuracy, finetune
 
 #: The clipping norm of parameter obfuscation (the paper follows the Opacus tutorial: C = 1.2).
@@ -255,7 +256,7 @@ def finetune_model(original: nn.Module, unlearned: nn.Module, strength: float, *
     if lr == 0:
         defended.eval()
         return defended
-    return finetune(defended, _in_dtype_of(data, defended), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+    return finetune(defended, data.astype(next(defended.parameters()).dtype), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                     progress=progress, desc="fine-tuning defense")
 
 
@@ -313,13 +314,13 @@ class Defense:
     options: dict = field(default_factory=dict)
 
 
-DEFENSES: dict[str, Defense] = {}
+#: Every defense by name (chapter 6; a learner adds one with :func:`register_defense`).
+DEFENSES: Registry[Defense] = Registry("defense", hint="Add your own with course_lib.defenses.register_defense.")
 
 
 def register_defense(defense: Defense) -> Defense:
     """Add ``defense`` to :data:`DEFENSES` (replacing one of the same name) and return it."""
-    DEFENSES[defense.name] = defense
-    return defense
+    return DEFENSES.register(defense.name, defense, description=defense.description)
 
 
 register_defense(Defense("obfuscation", obfuscate, "sigma", (0.001, 0.003, 0.005, 0.007),
@@ -335,34 +336,21 @@ register_defense(Defense("label-only", label_only, "on", (1.0,), api="labels",
 PARAMETER_DEFENSES = ("obfuscation", "pruning", "finetune")
 
 
-def defense_names() -> list[str]:
-    return list(DEFENSES)
-
-
 def get_defense(name: str) -> Defense:
     """The registered :class:`Defense` called ``name`` (CourseError listing the names otherwise)."""
-    check_choice(name, tuple(DEFENSES), "defense")
-    return DEFENSES[name]
+    return DEFENSES.get(name)
 
 
 def apply_defense(name: str, original: nn.Module, unlearned: nn.Module, strength: float, *, seed: int = 0,
                   **options) -> nn.Module:
-    """Look up defense ``name`` and apply it: ``DEFENSES[name].function(original, unlearned, strength, seed=seed, ...)``."""
+    """Look up defense ``name`` and apply it: ``get_defense(name).function(original, unlearned, strength, seed=seed, ...)``."""
     defense = get_defense(name)
     return defense.function(original, unlearned, strength, seed=seed, **{**defense.options, **options})
 
 
-def _in_dtype_of(data: Dataset, model: nn.Module) -> Dataset:
-    """``data`` with features in the dtype of ``model``'s parameters (float64 models exist: chapter 3)."""
-    dtype = next(model.parameters()).dtype
-    if data.x.dtype == dtype:
-        return data
-    return Dataset(data.name, data.x.to(dtype), data.y, list(data.classes), data.kind, list(data.feature_names))
-
-
 def validation_accuracy(model: nn.Module, validation: Dataset) -> float:
     """Share of ``validation`` that ``model`` classifies correctly (0..1), in the model's precision."""
-    return accuracy(model, _in_dtype_of(validation, model))
+    return accuracy(model, validation.astype(next(model.parameters()).dtype))
 
 
 def accuracy_ratio(defended: nn.Module, unlearned: nn.Module, validation: Dataset) -> float:

@@ -38,6 +38,18 @@ from .errors import CourseError
 VGG16_WEIGHTS = "vgg16-397923af.pth"
 
 
+def finite_mean(values) -> float | None:
+    """Mean of the values that are not ``None`` or NaN (``None`` if there are none)."""
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.mean(vals)) if vals else None
+
+
+def finite_median(values) -> float | None:
+    """Median of the values that are not ``None`` or NaN (``None`` if there are none)."""
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.median(vals)) if vals else None
+
+
 def _pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Flatten a pair to ``(N, dim)`` float64; the flag says whether a single sample was given."""
     x = torch.as_tensor(x).detach().cpu().double()

@@ -117,9 +117,14 @@ def classifier_head(model: nn.Module) -> nn.Linear:
     return linears[-1]
 
 
+def flatten(tensors) -> torch.Tensor:
+    """Concatenate per-parameter tensors (a list, or ``model.parameters()``) into one float64 CPU vector."""
+    return torch.cat([torch.as_tensor(t).detach().reshape(-1).cpu().double() for t in tensors])
+
+
 def parameter_vector(model: nn.Module) -> torch.Tensor:
-    """All trainable parameters flattened into one vector (a copy, detached)."""
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    """All trainable parameters of ``model`` flattened into one float64 CPU vector (a copy)."""
+    return flatten(model.parameters())
 
 
 def count_parameters(model: nn.Module) -> int:
