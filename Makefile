@@ -1,6 +1,8 @@
 # Two commands (see README.md):
 #   make book   create .venv, install, execute every chapter, build the HTML book in _build/html
 #   make test   create .venv if needed, run the unit tests and every chapter under the quick profile
+# and, for instructors, make assignments: every chapter's student notebook, otter autograder, sample
+# submissions and rubrics under _build/assignments (grade with `course-lib assign grade`, see README.md)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +11,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: book test venv clean-book clean
+.PHONY: book test assignments venv clean-book clean
 
 venv: $(STAMP)
 
@@ -27,6 +29,9 @@ book: $(STAMP)
 test: $(STAMP)
 	COURSE_PROFILE=quick $(BIN)/python -m pytest tests -q
 	COURSE_PROFILE=quick $(BIN)/python -m pytest --nbmake --nbmake-timeout=600 -q book/
+
+assignments: $(STAMP)
+	COURSE_PROFILE=quick $(BIN)/course-lib assign build --out _build/assignments
 
 clean-book:
 	rm -rf _build

@@ -143,6 +143,27 @@ def check_in_range(value, low: float, high: float, what: str, *, hint: str = "")
     return True
 
 
+def record_measurements(values: dict[str, float]):
+    """Show what an exercise page measured, and glue each value for the instructors' guide.
+
+    ``values`` maps what was measured (``"rank of the removed sample, approximate unlearning"``) to
+    the number. Each number is glued with MyST-NB under that name (not displayed), so that
+    ``course-lib assign measure`` collects it from the executed page; the returned DataFrame is the
+    table the learner sees.
+    """
+    import pandas as pd
+
+    try:
+        from myst_nb import glue
+    except ImportError:  # outside the book's environment: the table alone
+        glue = None
+    numbers = {what: float(value) for what, value in values.items()}
+    if glue is not None:
+        for what, number in numbers.items():
+            glue(what, number, display=False)
+    return pd.DataFrame({"measured": list(numbers.values())}, index=pd.Index(list(numbers), name="this run"))
+
+
 def _forbidden_code(function: types.FunctionType, exercise: str) -> types.CodeType:
     """A code object that raises :class:`ForbiddenCall` naming ``function``, for ``function.__code__``."""
     qualified = f"{function.__module__}.{function.__qualname__}"

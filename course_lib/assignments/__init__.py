@@ -11,6 +11,7 @@ otter-grader master notebook (the convention is described in :mod:`.source`). Fr
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..errors import CourseError
@@ -64,3 +65,28 @@ def catalogue(pages_dir: Path | None = None):
             rows.append({"chapter": page.chapter, "page": page.name, "exercise": q.name, "title": q.title,
                          "kind": q.kind, "points": q.points, "graded": "by hand (rubric)" if q.manual else "autograder"})
     return pd.DataFrame(rows)
+
+
+def page_seed(page: Page) -> int | None:
+    """The ``SEED`` that the page's parameters cell sets (``None`` if it sets none)."""
+    for cell in page.notebook.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            match = re.search(r"^SEED\s*=\s*(\d+)", cell.source, re.M)
+            return int(match.group(1)) if match else None
+    return None
+
+
+def suggested_assignments(pages_dir: Path | None = None):
+    """One row per chapter: the page, its exercises, autograded and hand-graded points, the grading profile and seed."""
+    import pandas as pd
+
+    rows = []
+    for path in find_pages(pages_dir):
+        page = read_page(path)
+        auto = [q for q in page.questions if not q.manual]
+        hand = [q for q in page.questions if q.manual]
+        rows.append({"chapter": page.chapter, "page": page.name,
+                     "exercises": f"{page.questions[0].name} to {page.questions[-1].name} ({len(page.questions)})",
+                     "autograded points": sum(q.points for q in auto), "points by rubric": sum(q.points for q in hand),
+                     "grade at": "quick", "seed": page_seed(page)})
+    return pd.DataFrame(rows).set_index("chapter")

@@ -114,13 +114,17 @@ def leaks(page: Page, student: nbformat.NotebookNode) -> list[str]:
     return found
 
 
-def rubrics_markdown(page: Page) -> str:
-    """The open questions of ``page`` with their prompts, model answers and rubrics (for graders)."""
-    parts = [f"# {page.title}: rubrics for the open questions", ""]
+def rubrics_markdown(page: Page, headings: bool = True) -> str:
+    """The open questions of ``page`` with their prompts, model answers and rubrics (for graders).
+
+    ``headings=False`` writes the titles in bold instead of as headings (for a page's output cell).
+    """
+    title = (lambda text, level: f"{'#' * level} {text}") if headings else (lambda text, level: f"**{text}**")
+    parts = [title(f"{page.title}: rubrics for the open questions", 1), ""]
     for q in page.questions:
         if q.kind != "open":
             continue
-        parts += [f"## {q.title} ({q.name}, {q.points:g} points)", ""]
+        parts += [title(f"{q.title} ({q.name}, {q.points:g} points)", 2), ""]
         parts += [text.strip() + "\n" for text in q.prompt]
         for text in q.model_answer:
             kept = [line for line in text.splitlines() if not line.strip().startswith((":::", ":class:"))]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..budgets import PROFILE_NAMES
 from ..errors import CourseError
-from .common import parse_name_list
+from .common import parse_int_list, parse_name_list
 
 
 def register(sub) -> None:
@@ -39,10 +39,33 @@ def register(sub) -> None:
     lint.add_argument("--only", type=parse_name_list, default=None, help="chapters or pages to check")
     lint.set_defaults(func=run_lint)
 
+    m = asub.add_parser("measure", help="run each exercise page at a profile and seeds; record its time and "
+                                         "measured values for the instructors' guide")
+    _pages_option(m)
+    m.add_argument("--only", type=parse_name_list, default=None, help="chapters or pages to run")
+    m.add_argument("--profile", choices=PROFILE_NAMES, default="quick", help="the profile to run at (default quick)")
+    m.add_argument("--seeds", type=parse_int_list, default=None,
+                   help="seeds, e.g. 0,1,2 (set as SEED in each page's parameters cell; default: the page's own)")
+    m.add_argument("--out", default=None, help="the JSON file to merge the runs into (default "
+                                               "<pages>/measured.json, which the instructors' guide reads)")
+    m.set_defaults(func=run_measure)
+
     ls = asub.add_parser("list", help="every exercise: chapter, name, kind, points, graded how")
     _pages_option(ls)
     ls.add_argument("--json", action="store_true", help="print machine-readable JSON")
     ls.set_defaults(func=run_list)
+
+
+def _require_tools() -> None:
+    """The assignments need otter-grader (and nbformat, PyYAML); say how to install them if missing."""
+    try:
+        import nbformat  # noqa: F401
+        import otter  # noqa: F401
+        import yaml  # noqa: F401
+    except ImportError as exc:
+        raise CourseError(f"course-lib assign needs otter-grader, which is not installed here ({exc}). Install the "
+                          "course with its assignment tools: pip install -e '.[assign]' (make installs '.[dev]', "
+                          "which includes them).") from exc
 
 
 def _pages_option(parser) -> None:
@@ -51,6 +74,7 @@ def _pages_option(parser) -> None:
 
 
 def run_build(args) -> int:
+    _require_tools()
     from ..assignments import build_all, find_pages
 
     pages = find_pages(args.pages, args.only)
@@ -64,6 +88,7 @@ def run_build(args) -> int:
 
 
 def run_grade(args) -> int:
+    _require_tools()
     from ..assignments import grade_folder
     from .common import emit
 
@@ -80,6 +105,7 @@ def run_grade(args) -> int:
 
 
 def run_lint(args) -> int:
+    _require_tools()
     from ..assignments import find_pages, lint, read_page
 
     reports = []
@@ -96,7 +122,20 @@ def run_lint(args) -> int:
     return 0
 
 
+def run_measure(args) -> int:
+    _require_tools()
+    from ..assignments import default_pages_dir, find_pages
+    from ..assignments.measure import measure_pages
+
+    pages = find_pages(args.pages, args.only)
+    out = Path(args.out) if args.out else Path(args.pages or default_pages_dir()) / "measured.json"
+    measure_pages(pages, out, profile=args.profile, seeds=args.seeds)
+    print(f"Recorded {len(pages)} page(s) at {args.profile} in {out}.")
+    return 0
+
+
 def run_list(args) -> int:
+    _require_tools()
     from ..assignments import catalogue
     from .common import emit
 
