@@ -248,7 +248,7 @@ def prepare_pipeline(dataset: str = "mnist-5k", model: str | None = None, *, pro
                     desc=f"pre-train M0 on D0 ({dataset})")
         return {"test_accuracy": accuracy(m, test_split)}
 
-    m0, m0_metrics, m0_path = cached_model("pretrained", pre_config, build, pretrain, use_cache=use_cache)
+    m0, m0_metrics, m0_path = cached_model("pretrained", pre_config, build, pretrain, data=(public,), use_cache=use_cache)
 
     ft_config = {"stage": "finetune", "pretrained": pre_config, "epochs": ft_epochs,
                  "lr": prof.finetune_lr, "batch_size": prof.finetune_batch_size, "momentum": 0.0,
@@ -262,7 +262,8 @@ def prepare_pipeline(dataset: str = "mnist-5k", model: str | None = None, *, pro
                  seed=seed, device=device, progress=progress, desc="fine-tune M on Du")
         return {"test_accuracy": accuracy(m, test_split)}
 
-    m, m_metrics, m_path = cached_model("deployed", ft_config, build_from_m0, do_finetune, use_cache=use_cache)
+    m, m_metrics, m_path = cached_model("deployed", ft_config, build_from_m0, do_finetune, data=(private,),
+                                     use_cache=use_cache)
     m0.eval()
     m.eval()
     metrics = {"pretrained_test_accuracy": m0_metrics["test_accuracy"],

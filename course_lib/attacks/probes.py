@@ -116,6 +116,11 @@ class ProbeConfig(Budget):
         "full": dict(max_queries=100_000),
     }
 
+    @classmethod
+    def paper(cls, profile=None, **overrides) -> "ProbeConfig":
+        """The paper's probe construction (Section 5.2): ZOO's settings, no calibration (an addition)."""
+        return cls.for_profile(profile, **{"calibration_band": 0.0, **overrides})
+
     def check(self) -> None:
         check_range(self.target_confidence, 0.0, 1.0, "target_confidence", low_open=True, high_open=True)
         if self.max_queries < 1:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import CourseError
+from ..errors import CourseError, check_choice
 from .blackbox import BlackBoxAPI, PredictionAPI
 from .probes import ProbeSet
 
@@ -51,17 +51,25 @@ class LabelInference:
                 "queries": dict(self.queries), "seconds": round(self.seconds, 3)}
 
 
+GROUPINGS = ("target", "predicted")
+
+
 def confidence_drop(probs_original: torch.Tensor, probs_unlearned: torch.Tensor, target: torch.Tensor,
-                    num_classes: int) -> torch.Tensor:
-    """Eq. (9) per target class: ``Delta[t] = mean over probes of class t of (Y_hat - Y)``, ``(K, K)``.
+                    num_classes: int, *, grouping: str = "target") -> torch.Tensor:
+    """Eq. (9) per class: ``Delta[t] = mean over the probes of class t of (Y_hat - Y)``, ``(K, K)``.
 
     ``probs_original``, ``probs_unlearned``: ``(P, K)`` probability vectors; ``target``: ``(P,)``.
-    Used by chapter 4 (exercise 1).
+    ``grouping`` says which probes belong to class t: ``"predicted"`` -- those the original model
+    predicts as t (the paper's Section 3.2.2) -- or ``"target"`` -- those built for t (the course's
+    default; the same probes whenever construction reached its confidence target, and it keeps a
+    probe that fell short in the class it was built for). Used by chapter 4 (exercise 1).
     """
+    check_choice(grouping, GROUPINGS, "probe grouping")
     diff = probs_original.double() - probs_unlearned.double()
+    groups = probs_original.argmax(1) if grouping == "predicted" else target
     delta = torch.zeros((num_classes, num_classes), dtype=torch.float64)
     for c in range(num_classes):
-        sel = target == c
+        sel = groups == c
         if bool(sel.any()):
             delta[c] = diff[sel].mean(0)
     return delta
@@ -78,7 +86,7 @@ def top_k_classes(beta: torch.Tensor, k: int) -> list[int]:
 
 
 def probe_unlearned(original_api: BlackBoxAPI, unlearned_api: BlackBoxAPI, probes: ProbeSet, *,
-                    k: int = 1) -> LabelInference:
+                    k: int = 1, grouping: str = "target") -> LabelInference:
     """Query both APIs with the probes and infer the ``k`` unlearned classes (eqs. 9-11).
 
     The original model's prediction vectors are queried again (they equal ``probes.probs`` when the
@@ -97,7 +105,7 @@ def probe_unlearned(original_api: BlackBoxAPI, unlearned_api: BlackBoxAPI, probe
     q0, q1 = original_api.queries, unlearned_api.queries
     y_hat = original_api.query(probes.x)
     y_u = unlearned_api.query(probes.x)
-    delta = confidence_drop(y_hat, y_u, probes.target, probes.num_classes)
+    delta = confidence_drop(y_hat, y_u, probes.target, probes.num_classes, grouping=grouping)
     beta = torch.diagonal(delta).clone()
     return LabelInference(delta=delta, beta=beta, inferred=top_k_classes(beta, k),
                           queries={"original": original_api.queries - q0, "unlearned": unlearned_api.queries - q1},

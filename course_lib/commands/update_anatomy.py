@@ -21,6 +21,9 @@ def run(args) -> int:
     from ..experiments.probing_setup import prepare_probing
     from ..experiments.update_anatomy import run_update_anatomy
 
+    from ..errors import check_range
+
+    check_range(args.forget_share, 0.0, 1.0, "--forget-share (the share p_u of each class removed)", low_open=True)
     output_folder(args)
     cfg = LabelInferenceConfig.for_profile(args.profile)
     setup = prepare_probing(args.dataset, profile=args.profile, seed=args.seed,

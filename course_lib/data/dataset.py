@@ -42,6 +42,7 @@ class Dataset:
     classes: list[str]
     kind: str = "image"
     feature_names: list[str] = field(default_factory=list)
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.x.shape[0] != self.y.shape[0]:
@@ -73,6 +74,22 @@ class Dataset:
         keep = torch.ones(len(self), dtype=torch.bool)
         keep[torch.as_tensor(indices, dtype=torch.long)] = False
         return self.subset(torch.nonzero(keep).flatten())
+
+    def fingerprint(self) -> str:
+        """A short SHA-256 of the contents (features, labels, class names): what the model cache keys on.
+
+        Relabelled, replaced or reordered samples give another fingerprint, so a model trained on
+        the old contents is never returned for the new ones. Computed once per object.
+        """
+        if self._fingerprint is None:
+            import hashlib
+
+            h = hashlib.sha256()
+            h.update(repr((tuple(self.x.shape), str(self.x.dtype), list(self.classes), self.kind)).encode())
+            h.update(self.x.detach().cpu().contiguous().numpy().tobytes())
+            h.update(self.y.detach().cpu().contiguous().numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
     def astype(self, dtype: torch.dtype) -> "Dataset":
         """This dataset with features of ``dtype`` (itself when they already are; float64 models exist)."""
@@ -210,9 +227,11 @@ def load(name: str, split: str = "train", *, limit: int | None = None, root: Pat
     DatasetNotAvailableError
         A downloadable dataset that is not on disk; the message names the command that fetches it.
     """
+    if not isinstance(name, str):
+        raise CourseError(f"A dataset is named by a string (see course-lib data list); got {name!r}.")
     _check_split(split)
     root = Path(root) if root else data_root()
-    if limit is not None and limit <= 0:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit <= 0):
         raise CourseError(f"limit must be a positive number of samples; got {limit}.")
     if name.startswith("folder:"):
         path = Path(name[len("folder:"):]).expanduser()
@@ -268,8 +287,15 @@ def split_public_private(data: Dataset, seed: int = 0, public_fraction: float = 
     return data.subset(perm[:n_public].sort().values), data.subset(perm[n_public:].sort().values)
 
 
+def _check_count(n, what: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise CourseError(f"{what} must be a whole number >= 0; got {n!r}.")
+    return int(n)
+
+
 def sample_indices(data: Dataset, n: int, seed: int = 0) -> torch.Tensor:
     """``n`` distinct random indices into ``data``, deterministic per ``seed``."""
+    n = _check_count(n, "The number of samples")
     if n > len(data):
         raise CourseError(f"Asked for {n} samples but the dataset has only {len(data)}.")
     gen = torch.Generator().manual_seed(int(seed))
@@ -278,6 +304,8 @@ def sample_indices(data: Dataset, n: int, seed: int = 0) -> torch.Tensor:
 
 def per_class_subset(data: Dataset, per_class: int, seed: int = 0) -> Dataset:
     """At most ``per_class`` random samples of every class (deterministic per ``seed``)."""
+    if _check_count(per_class, "per_class") == 0:
+        raise CourseError("per_class must be at least 1: an empty subset cannot train a model.")
     gen = torch.Generator().manual_seed(int(seed))
     chosen = []
     for c in range(data.num_classes):

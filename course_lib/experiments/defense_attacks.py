@@ -20,7 +20,7 @@ from ..errors import CourseError
 from ..metrics import baseline_mean_image_psnr, finite_mean
 from ..models import flatten
 from ..train import prepare_pipeline
-from ..unlearn.paper import approximate_unlearning, exact_unlearning
+from ..unlearn.paper import approximate_step, approximate_unlearning, exact_unlearning
 from .defense_result import NO_DEFENSE
 
 
@@ -51,11 +51,12 @@ def _finetune_data(pipe, cfg, seed: int) -> Dataset:
     return pipe.public.subset(sample_indices(pipe.public, n, seed=seed + 4242))
 
 
-def _defense_options(name: str, cfg, ft_data: Dataset) -> dict:
+def _defense_options(name: str, cfg, ft_data: Dataset, pipe) -> dict:
     if name == "finetune":
         return {"data": ft_data, "epochs": cfg.finetune_epochs, "batch_size": cfg.finetune_batch_size}
     if name == "obfuscation":
-        return {"clip_norm": cfg.clip_norm}
+        return {"clip_norm": cfg.clip_norm, "space": cfg.obfuscation_space, "noise": cfg.noise_reading,
+                "step_scale": approximate_step(pipe)}
     return {}
 
 
@@ -101,7 +102,7 @@ def recovery_under_defenses(dataset: str, settings: list[tuple[str, float]], cfg
                 released = unlearned
             else:
                 released = D.apply_defense(defense, original, unlearned, strength, seed=seed + i,
-                                           **_defense_options(defense, cfg, ft_data))
+                                           **_defense_options(defense, cfg, ft_data, pipe))
             rec = attack_unlearned_model(original, released, forget, label_mode="known", config=inv_cfg,
                                          seed=seed + i)
             inversions += 1
@@ -176,8 +177,8 @@ def labels_under_defenses(dataset: str, settings: list[tuple[str, float]], cfg, 
                 released, api_kind = unlearned, "probs"
             else:
                 released = D.apply_defense(defense, setup.deployed, unlearned, strength, seed=seed + c,
-                                           **_defense_options(defense, cfg, ft_data))
-                api_kind = D.get_defense(defense).api
+                                           **_defense_options(defense, cfg, ft_data, setup.pipeline))
+                api_kind = D.get_defense(defense).api if strength == 1.0 else "probs"  # label-only at 0 is off
             ratios[(defense, strength)].append(
                 1.0 if defense == NO_DEFENSE else _ratio(released, base_acc, validation))
             # the probability attack (chapter 4, eqs. 9-11)

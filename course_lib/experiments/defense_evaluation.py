@@ -62,6 +62,10 @@ class DefenseConfig(Budget):
         The fine-tuning defense's additional data (drawn from the public split D0) and schedule.
     clip_norm:
         C of parameter obfuscation (paper: 1.2).
+    obfuscation_space, noise_reading:
+        Where obfuscation clips and adds noise (``"gradient"``: the unlearning gradient, the
+        paper's reading; ``"parameters"``: the weights) and how sigma is read (``"variance"`` as
+        the paper writes, or ``"std"``); see :func:`course_lib.defenses.obfuscate`.
     label_forget_share:
         Share p_u of the class unlearned in the label-inference part (1.0: the whole class).
     label_classes:
@@ -90,6 +94,8 @@ class DefenseConfig(Budget):
     finetune_epochs: int = 5
     finetune_batch_size: int = 25
     clip_norm: float = D.DEFAULT_CLIP_NORM
+    obfuscation_space: str = "gradient"
+    noise_reading: str = "variance"
     label_forget_share: float = 1.0
     label_classes: int | None = None
     label_grid: str = "all"
@@ -112,6 +118,8 @@ class DefenseConfig(Budget):
         if self.finetune_samples < 1:
             raise CourseError(f"finetune_samples must be at least 1; got {self.finetune_samples}.")
         check_choice(self.unlearning, ("approximate", "exact"), "unlearning method")
+        check_choice(self.obfuscation_space, D.OBFUSCATION_SPACES, "obfuscation space")
+        check_choice(self.noise_reading, D.NOISE_READINGS, "noise reading")
         for name, strengths in self.grids:
             D.get_defense(name)
             if len(strengths) == 0:
@@ -195,8 +203,11 @@ def run_defenses(dataset: str = "mnist-5k", *, profile: str | None = None, seed:
     result = DefensesResult(settings={"dataset": dataset, "profile": prof.name, "seed": seed,
                                       "attacks": list(attacks), "config": cfg.to_dict(),
                                       "inversion": inv_cfg.to_dict()})
-    if "recover" in attacks and (param_settings or "label-only" in grid):
-        rec_settings = param_settings + ([("label-only", 1.0)] if "label-only" in grid else [])
+    # label-only answers: strength 1 is on, 0 is off (the probability API, i.e. no defense)
+    api_settings = [(name, float(s)) for name, values in grid.items() if D.get_defense(name).api == "labels"
+                    for s in values]
+    if "recover" in attacks and (param_settings or api_settings):
+        rec_settings = param_settings + api_settings
         part = recovery_under_defenses(dataset, rec_settings, cfg, inv_cfg, prof.name, seed, progress)
         result.recovery, result.originals, result.images = part["rows"], part["originals"], part["images"]
         result.settings.update(part["settings"])
@@ -205,7 +216,8 @@ def run_defenses(dataset: str = "mnist-5k", *, profile: str | None = None, seed:
         label_settings = list(param_settings)
         if cfg.label_grid == "strongest":
             label_settings = [(n, s) for n, s in param_settings if s == max(v for m, v in param_settings if m == n)]
-        if include_label_only or "label-only" in grid:
+        label_settings += api_settings
+        if include_label_only and not api_settings:
             label_settings.append(("label-only", 1.0))
         part = labels_under_defenses(dataset, label_settings, cfg, prof.name, seed, progress)
         result.labels = part["rows"]
@@ -220,6 +232,7 @@ def _check_strength_early(defense: str, strength: float) -> None:
     from ..models import build_model
 
     tiny = build_model("mlp", (4,), 2, width=1)
-    opts = {"data": Dataset("probe", torch.zeros(2, 4), torch.zeros(2, dtype=torch.long), ["a", "b"], "tabular")} \
-        if defense == "finetune" else {}
+    opts = {"finetune": {"data": Dataset("probe", torch.zeros(2, 4), torch.zeros(2, dtype=torch.long), ["a", "b"],
+                                         "tabular")},
+            "obfuscation": {"step_scale": 1.0}}.get(defense, {})
     D.apply_defense(defense, tiny, tiny, strength, seed=0, **opts)

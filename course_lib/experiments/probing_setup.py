@@ -12,7 +12,6 @@ made by :meth:`ProbingSetup.api`.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +20,7 @@ from torch import nn
 from ..attacks.blackbox import BlackBoxAPI
 from ..attacks.label_only import BoundaryProbes, LabelOnlyConfig, build_boundary_probes
 from ..attacks.probes import PROBE_METHODS, ProbeConfig, ProbeSet, build_probes
-from ..cache import config_key, save_tensors
+from ..cache import config_key, ensure_writable, read_verified, save_tensors
 from ..config import cache_dir
 from ..data import Dataset, per_class_subset
 from ..errors import CacheCorruptError, CourseError, check_choice, check_range
@@ -96,14 +95,19 @@ class ProbingSetup:
         settings = {"method": method, "probes_per_class": probes_per_class, "probe_seed": seed,
                     "probe_config": cfg.to_dict()}
         key_cfg = self._cache_config("probes", settings)
-        path = cache_dir() / f"probes-{config_key(key_cfg)}.safetensors"
+        key = config_key(key_cfg)
+        path = cache_dir() / f"probes-{key}.safetensors"
         if use_cache and path.exists():
-            return _load_probes(path)
+            found = _load_probes(path, key)
+            if found is not None:
+                return found
+        if use_cache:
+            ensure_writable(path.parent)
         probes = build_probes(self.api(), num_classes=self.num_classes, input_shape=self.input_shape,
                               probes_per_class=probes_per_class, method=method, config=cfg, seed=seed,
                               progress=progress)
         if use_cache:
-            _save_probes(probes, path, key_cfg)
+            _save_probes(probes, path, key_cfg, key)
         return probes
 
     def boundary_probes(self, config: LabelOnlyConfig | None = None, *, progress: bool = True) -> BoundaryProbes:
@@ -113,28 +117,29 @@ class ProbingSetup:
                                      input_shape=self.input_shape, config=cfg, seed=self.seed, progress=progress)
 
 
-def _save_probes(probes: ProbeSet, path, config: dict) -> None:
+def _save_probes(probes: ProbeSet, path, config: dict, key: str) -> None:
     tensors = {"x": probes.x, "target": probes.target, "probs": probes.probs,
                "reached": probes.reached.to(torch.uint8), "queries": probes.queries,
                "iterations": probes.iterations}
     meta = {"config": config, "method": probes.method, "seconds": probes.seconds,
             "num_classes": probes.num_classes, "probe_config": probes.config}
-    save_tensors(tensors, path, meta)
+    save_tensors(tensors, path, meta, key=key)
 
 
-def _load_probes(path) -> ProbeSet:
-    from safetensors.torch import load_file
-
+def _load_probes(path, key: str) -> ProbeSet | None:
+    """The cached probe set, or ``None`` when it belongs to another configuration (then rebuilt)."""
+    found = read_verified(path, key)
+    if found is None:
+        return None
+    t, meta = found
     try:
-        t = load_file(str(path))
-        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    except Exception as exc:
-        raise CacheCorruptError(f"The cached probe set {path} (or its .json) cannot be read ({exc}). "
-                                "Delete both files and run again.") from exc
-    probes = ProbeSet(x=t["x"], target=t["target"], probs=t["probs"], reached=t["reached"].bool(),
-                      queries=t["queries"], iterations=t["iterations"], method=meta["method"],
-                      seconds=float(meta["seconds"]), num_classes=int(meta["num_classes"]),
-                      config=meta.get("probe_config", {}))
+        probes = ProbeSet(x=t["x"], target=t["target"], probs=t["probs"], reached=t["reached"].bool(),
+                          queries=t["queries"], iterations=t["iterations"], method=meta["method"],
+                          seconds=float(meta["seconds"]), num_classes=int(meta["num_classes"]),
+                          config=meta.get("probe_config", {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CacheCorruptError(f"The cached probe set {path} lacks {exc}. Delete it and its .json and run "
+                                "again.") from exc
     probes.from_cache = True
     return probes
 

@@ -37,7 +37,7 @@ from .. import data as data_mod
 from ..attacks.membership import ShadowMIA, fit_shadow_mia, shadow_halves, svc_mia_efficacy
 from ..attacks.uma import output_distance, robustness_verdict, unlearning_mapping_attack
 from ..cache import cached_model, config_key
-from ..results import RowStore
+from ..results import RowStore, prepare_output
 from ..budgets import Budget
 from ..config import get_device, seed_everything
 from ..data import Dataset
@@ -176,7 +176,7 @@ class RubSetup:
                         **sched)
             return {"member_accuracy": accuracy(m, members), "non_member_accuracy": accuracy(m, non_members)}
 
-        shadow, _, _ = cached_model("rub-shadow", cfg, build, fit)
+        shadow, _, _ = cached_model("rub-shadow", cfg, build, fit, data=(members,))
         mia = fit_shadow_mia(shadow, members, non_members, seed=mia_seed)
         self._shadows[mia_seed] = mia
         return mia
@@ -264,7 +264,7 @@ def prepare_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile:
         train_model(m, train, seed=0, progress=progress, desc=f"train the original model on {dataset}", **sched)
         return {"test_accuracy": accuracy(m, test), "train_seconds": time.perf_counter() - t0}
 
-    original, info, path = cached_model("rub-original", ocfg, build, fit)
+    original, info, path = cached_model("rub-original", ocfg, build, fit, data=(train,))
     original.eval()
     return RubSetup(dataset, model_name, cfg, train, test, forget, retain, forget_eval, test_eval, original,
                     forget_classes, forget_share, device, {**info, "path": str(path)})
@@ -288,15 +288,18 @@ def hp_key(method: str, overrides: dict, setup: "RubSetup") -> str:
     return config_key({"method": method, **hp})
 
 
-def benchmark_key(setup: RubSetup, mia_seeds: int, hyper_parameters: dict) -> tuple[str, dict]:
-    """The configuration that makes rows comparable (not the method list, seeds count or eps list)."""
-    c = setup.config
-    ident = {"task": "classification", "dataset": setup.dataset, "model": setup.model_name,
-             "width": c.width, "epochs": c.epochs, "lr": c.lr, "batch_size": c.batch_size,
-             "shadow_epochs": c.shadow_epochs,
-             "attack_samples": c.attack_samples, "uma_steps": c.uma_steps, "mia_seeds": mia_seeds,
-             "forget_classes": setup.forget_classes,
-             "forget_share": setup.forget_share, "hyper_parameters": hyper_parameters}
+def benchmark_key(dataset: str, model_name: str, cfg: RubConfig, forget_classes, forget_share,
+                  hyper_parameters: dict) -> tuple[str, dict]:
+    """The configuration that makes rows comparable (not the method list, seeds count or eps list).
+
+    It depends on the request only, so the results file is opened (and checked) before any training.
+    """
+    ident = {"task": "classification", "dataset": dataset, "model": model_name,
+             "width": cfg.width, "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
+             "shadow_epochs": cfg.shadow_epochs,
+             "attack_samples": cfg.attack_samples, "uma_steps": cfg.uma_steps, "mia_seeds": cfg.mia_seeds,
+             "forget_classes": [] if forget_share is not None else [int(c) for c in (forget_classes or [])],
+             "forget_share": forget_share, "hyper_parameters": hyper_parameters}
     return config_key(ident), ident
 
 
@@ -347,12 +350,16 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
     if cfg.seeds < 1 or cfg.mia_seeds < 1:
         raise CourseError(f"seeds and mia_seeds must be >= 1; got {cfg.seeds} and {cfg.mia_seeds}.")
     eps = sorted({round(float(e), 10) for e in eps})
-    setup = prepare_rub(dataset, model, forget_classes=forget_classes, forget_share=forget_share,
-                        config=cfg, progress=progress)
-    key, ident = benchmark_key(setup, cfg.mia_seeds, hyper_parameters)
-    out_dir = Path(out) if out is not None else Path("results") / "rub"
-    store = RowStore(out_dir / f"rub-{key}.jsonl", ident, row_id)
+    train_split = data_mod.load(dataset, "train")
+    validate_request(dataset, forget_classes, forget_share, list(eps), names, train_split.num_classes)
+    model_name = model or default_model_for(train_split.kind)
+    MODELS.get(model_name)
+    key, ident = benchmark_key(dataset, model_name, cfg, forget_classes, forget_share, hyper_parameters)
+    out_dir = prepare_output(Path(out) if out is not None else Path("results") / "rub")
+    store = RowStore(out_dir / f"rub-{key}.jsonl", ident, row_id)  # read and checked before any training
     path = store.path
+    setup = prepare_rub(dataset, model_name, forget_classes=forget_classes, forget_share=forget_share,
+                        config=cfg, progress=progress)
     # a row counts as done only if it was computed with the method's current hyper-parameters
     # (defaults included): rows of an edited method are dropped and recomputed, never duplicated
     current_hp = {n: hp_key(n, hyper_parameters.get(n, {}), setup) for n in names}

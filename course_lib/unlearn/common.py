@@ -1,7 +1,6 @@
 """Helpers the classification unlearning methods share: a training loop, labels, fingerprints (chapter 5)."""
 from __future__ import annotations
 
-import hashlib
 
 import torch
 from torch import nn
@@ -33,20 +32,6 @@ def random_wrong_labels(y: torch.Tensor, num_classes: int, seed: int = 0) -> tor
 def concat(a: Dataset, b: Dataset) -> Dataset:
     return Dataset(a.name, torch.cat([a.x, b.x]), torch.cat([a.y, b.y]), list(a.classes), a.kind,
                    list(a.feature_names))
-
-
-def fingerprint(*tensors: torch.Tensor) -> str:
-    """A short SHA-256 of tensors' bytes (keys the cache of retrained models by their data)."""
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def architecture_fingerprint(model: nn.Module) -> str:
-    """Hash of the model's class and its state-dict names and shapes (not the values)."""
-    desc = type(model).__name__ + ";" + ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
-    return hashlib.sha256(desc.encode()).hexdigest()[:16]
 
 
 def reinitialise(model: nn.Module, seed: int) -> nn.Module:

@@ -62,10 +62,9 @@ def gradient_ascent(original: nn.Module, forget: Dataset, retain: Dataset, *, ep
     ----------
     layers:
         ``"head"`` (default) ascends on the classifier head only (:func:`classifier_head`, the last
-        linear layer); ``"all"`` on every parameter. Measured on the ``standard`` chapter-5 ConvNet
-        (class 0 forgotten, seeds 0-2): ascending through every layer left TA at 75-89 % whenever
-        the forget accuracy reached 10 % (the feature extractor that the other classes share is
-        pushed around), while the head alone forgets with TA 98.1-98.4 % (original 98.3 %).
+        linear layer); ``"all"`` on every parameter. Ascending through every layer pushes the
+        feature extractor that the other classes share around and costs test accuracy; the head
+        alone forgets and keeps it (``benchmarks/rub_speed.py`` and chapter 5 measure both).
     stop_accuracy:
         Plain gradient ascent has no natural end: pushed too far it wrecks every class. With
         ``stop_accuracy`` set, it stops after the first step at which the model's accuracy on the

@@ -42,7 +42,7 @@ def soft_cross_entropy(logits: torch.Tensor, y_soft: torch.Tensor) -> torch.Tens
     The usual ``log_softmax`` backward forms the gradient ``p - y`` directly; for a confidently
     classified sample ``p_y`` rounds to 1 in float32 and the true class's entry ``p_y - 1`` becomes
     0 or rounding noise, so the dummy gradient of eq. (3) points the wrong way (on a well-trained
-    MNIST ConvNet this alone cost the attack 5-10 dB). Here ``-log p_k`` is computed as
+    MNIST ConvNet this alone spoils the recovery). Here ``-log p_k`` is computed as
     ``logsumexp_c (z_c - z_k)`` with the ``c = k`` term held at an exact 0, so autograd obtains
     the true class's entry as ``-sum_{c != k} p_c``, a sum of small, accurately stored numbers.
     Same value, same gradient in exact arithmetic.
