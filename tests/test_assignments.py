@@ -139,6 +139,7 @@ def built(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_every_solution_scores_full_marks_under_its_own_autograder(built):
     manifest = read_manifest(built)
     assert sorted(manifest["pages"]) == [p.stem for p in PAGES]
@@ -151,6 +152,7 @@ def test_every_solution_scores_full_marks_under_its_own_autograder(built):
               f"solution graded in {score['seconds']:.0f} s")
 
 
+@pytest.mark.slow
 def test_no_solution_and_no_hidden_test_is_left_in_any_student_copy(built):
     for path in PAGES:
         page = read_page(path)
@@ -167,6 +169,7 @@ def test_no_solution_and_no_hidden_test_is_left_in_any_student_copy(built):
         assert student.metadata["otter"]["assignment_name"] == page.name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", [p.stem for p in PAGES])
 def test_grading_two_sample_submissions(built, page, capsys):
     entry = read_manifest(built)["pages"][page]
@@ -204,6 +207,7 @@ def _grade(built, folder, capsys, out):
     return code, err
 
 
+@pytest.mark.slow
 def test_bad_submissions_get_one_clear_message_exit_2_and_no_grade_sheet(built, tmp_path, capsys):
     sheet = tmp_path / "grades.csv"
     code, err = _grade(built, tmp_path / "missing", capsys, sheet)
@@ -233,6 +237,7 @@ def test_bad_submissions_get_one_clear_message_exit_2_and_no_grade_sheet(built, 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".grades")]
 
 
+@pytest.mark.slow
 def test_a_grading_run_that_fails_midway_writes_no_grade_sheet(built, tmp_path, monkeypatch, capsys):
     from course_lib.assignments import grade
 

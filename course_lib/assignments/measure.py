@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -69,8 +70,8 @@ def run_page(path: Path, *, profile: str, seed: int | None, timeout: int = 1800)
         try:
             client.execute()
         except CellExecutionError as exc:
-            raise CourseError(f"{path.name} failed at profile {profile} (seed {seed}): "
-                              f"{str(exc).strip().splitlines()[-1]}") from exc
+            last = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()[-1]
+            raise CourseError(f"{path.name} failed at profile {profile} (seed {seed}): {last}") from exc
     return {"page": path.stem, "profile": profile, "seed": seed, "seconds": round(time.perf_counter() - start, 1),
             "cpu_seconds": round(_cpu_seconds() - cpu, 1),
             "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)], "values": glued_values(nb)}
