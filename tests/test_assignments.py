@@ -130,6 +130,21 @@ def test_pages_are_in_the_toc_right_after_their_chapter_and_committed_stripped()
                 assert not cell.outputs and cell.execution_count is None, path.name
 
 
+def test_measure_sets_the_seed_and_reads_the_glued_values():
+    from course_lib.assignments.measure import GLUE_MIME, glued_values, with_seed
+
+    nb = with_seed(nbformat.read(PAGES[0], as_version=4), 7)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert params.source.rstrip().endswith("SEED = 7  # set by course-lib assign measure")
+    bare = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]})])
+    with pytest.raises(CourseError, match="no SEED"):
+        with_seed(bare, 1)
+    cell = nbformat.v4.new_code_cell("glue")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={GLUE_MIME: "0.25"},
+                                           metadata={"scrapbook": {"name": "cosine", "mime_prefix": GLUE_MIME}})]
+    assert glued_values(nbformat.v4.new_notebook(cells=[cell])) == {"cosine": 0.25}
+
+
 # --------------------------------------------------------------------------- built from the repository
 
 @pytest.fixture(scope="module")
