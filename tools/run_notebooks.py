@@ -6,8 +6,10 @@
 The book folder is copied to ``--out`` (default ``_build/executed``); each notebook runs top to
 bottom on a fresh kernel (in the copy's folder, so relative paths work) with ``COURSE_PROFILE``
 set, and the executed notebook replaces its copy. The committed notebooks are never touched, so
-they stay without outputs. A table of seconds per notebook is printed (and written to
-``<out>/timings.json``); the exit code is 1 if any notebook failed.
+they stay without outputs. Two notebooks run at a time by default (``--jobs``): each kernel adapts
+its threads to the cores the other leaves free. A table of seconds per notebook is printed (and
+written to ``<out>/timings.json``; with ``--jobs 1`` they are each chapter's time alone); the exit
+code is 1 if any notebook failed.
 
 The per-cell timeout catches hangs, not slow machines: it is sized from the profile (about eight
 times a chapter's whole budget) and ``COURSE_CELL_TIMEOUT`` (seconds) overrides it. A timeout or
@@ -81,6 +83,9 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default=os.environ.get("COURSE_PROFILE") or None,
                     help="quick, standard or full (default: $COURSE_PROFILE, else the course's default)")
     ap.add_argument("--out", default=str(ROOT / "_build" / "executed"), help="where the executed book copy goes")
+    ap.add_argument("--jobs", type=int, default=int(os.environ.get("COURSE_NOTEBOOK_JOBS", "2")),
+                    help="notebooks run at the same time (default 2; each kernel adapts its threads to the "
+                         "cores the others leave free, so two kernels share two cores without spinning)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from course_lib.budgets import profile_name
@@ -93,19 +98,31 @@ def main(argv=None) -> int:
         shutil.rmtree(out)
     shutil.copytree(BOOK, out, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "_build"))
     chosen = [Path(n).resolve() for n in args.notebooks] or toc_notebooks(BOOK)
-    rows = []
-    for nb in chosen:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def job(nb: Path) -> dict:
         copy = out / nb.relative_to(BOOK)
         print(f"running {nb.relative_to(ROOT)} (profile {profile}) ...", flush=True)
         row = run_one(copy, profile, timeout)
-        rows.append(row)
-        print(f"  {row['status']} in {row['seconds']} s" + (f": {row['detail']}" if row["detail"] else ""), flush=True)
-    (Path(args.out) / "timings.json").write_text(json.dumps({"profile": profile, "rows": rows}, indent=2))
+        print(f"  {row['notebook']}: {row['status']} in {row['seconds']} s"
+              + (f": {row['detail']}" if row["detail"] else ""), flush=True)
+        return row
+
+    if args.jobs < 1:
+        print("--jobs must be at least 1", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each notebook runs in its own kernel process
+        rows = list(pool.map(job, chosen))
+    wall = time.perf_counter() - start
+    (Path(args.out) / "timings.json").write_text(json.dumps({"profile": profile, "jobs": args.jobs,
+                                                            "wall_seconds": round(wall, 1), "rows": rows}, indent=2))
     print(f"\n{'notebook':<48} {'status':<8} {'seconds':>8}")
     for r in rows:
         print(f"{r['notebook']:<48} {r['status']:<8} {r['seconds']:>8}")
     failed = [r for r in rows if r["status"] != "ok"]
-    print(f"total {sum(r['seconds'] for r in rows):.0f} s; {len(failed)} failed")
+    print(f"{sum(r['seconds'] for r in rows):.0f} s of notebook time in {wall:.0f} s with {args.jobs} job(s); "
+          f"{len(failed)} failed")
     for r in failed:
         print(f"FAILED {r['notebook']}: {r['detail']}", file=sys.stderr)
     return 1 if failed else 0
