@@ -130,6 +130,18 @@ def test_pages_are_in_the_toc_right_after_their_chapter_and_committed_stripped()
                 assert not cell.outputs and cell.execution_count is None, path.name
 
 
+def test_every_chapter_links_to_its_exercise_page_and_keeps_no_exercise_cell():
+    for path in PAGES:
+        chapter = next(BOOK.glob(f"{path.stem[2:4]}_*.ipynb"))
+        nb = nbformat.read(chapter, as_version=4)
+        last = nb.cells[-1]
+        assert last.cell_type == "markdown" and last.source.startswith("## Exercises"), chapter.name
+        assert f"(exercises/{path.stem}.ipynb)" in last.source, chapter.name
+        assert sum("## Exercises" in c.source for c in nb.cells if c.cell_type == "markdown") == 1, chapter.name
+        assert not any(c.cell_type == "code" and re.search(r"\bcheck(_true)?\(|my_\w+\(", c.source) for c in nb.cells), \
+            chapter.name
+
+
 def test_measure_sets_the_seed_and_reads_the_glued_values():
     from course_lib.assignments.measure import GLUE_MIME, glued_values, with_seed
 
