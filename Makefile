@@ -2,6 +2,8 @@
 #   make book   create .venv, install, execute every chapter, build the HTML book in _build/html
 #   make test   create .venv if needed, run the unit tests, every chapter under the quick profile,
 #               build the book from those executed chapters and check every page in a headless browser
+# and, for instructors, make assignments: every chapter's student notebook, otter autograder, sample
+# submissions and rubrics under _build/assignments (grade with `course-lib assign grade`, see README.md)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +15,7 @@ EXECUTED := _build/executed
 # warnings are errors, every reference must resolve
 JB_FLAGS := -W -n --keep-going
 
-.PHONY: book html test check-book venv clean-book clean
+.PHONY: book html test check-book assignments venv clean-book clean
 
 venv: $(STAMP)
 
@@ -44,6 +46,9 @@ test: $(STAMP)
 	COURSE_PROFILE=quick $(BIN)/python tools/run_notebooks.py --profile quick --out $(EXECUTED)
 	$(MAKE) html
 	$(MAKE) check-book
+
+assignments: $(STAMP)
+	COURSE_PROFILE=quick $(BIN)/course-lib assign build --out _build/assignments
 
 clean-book:
 	rm -rf _build
