@@ -120,7 +120,7 @@ def test_every_recipe_is_reachable_from_the_cli_with_json():
 
 
 def test_no_chapter_defines_a_profile_dependent_constant():
-    for nb in sorted(BOOK.glob("*.ipynb")):
+    for nb in sorted(BOOK.rglob("*.ipynb")):
         for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
             if cell["cell_type"] != "code":
                 continue

