@@ -159,7 +159,7 @@ def test_quick_bars_probability_api(quick_result):
     assert r.accuracy("approximate", 0.5) >= 0.7
     assert r.accuracy("exact", 1.0) >= 0.6
     # the unlearned class's own probes lose confidence (beta > 0) in every approximate case
-    betas = r.betas["probs/m=%d/approximate/p_u=1.0" % r.config["probes_per_class"]]
+    betas = r.betas["probs/course/m=%d/approximate/p_u=1.0" % r.config["probes_per_class"]]
     assert all(betas[c][c] > 0 for c in range(10))
 
 

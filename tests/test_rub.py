@@ -122,20 +122,23 @@ def test_ga_ascends_on_the_head_and_stops_at_the_forgetting_level():
     others = test.subset(torch.nonzero(test.y != 0).flatten())
     ga = CLASSIFICATION_METHODS.get("GA")
 
-    head = ga(model, forget, retain, lr=0.1, seed=0)
+    head = ga(model, forget, retain, lr=0.1, stop_accuracy=0.08, seed=0)  # the adaptive landing (an addition)
     head_params = [id(p) for p in classifier_head(head).parameters()]
     moved = [id(q) for p, q in zip(model.parameters(), head.parameters()) if not torch.equal(p, q)]
     assert moved and set(moved) <= set(head_params)          # the feature layers did not move
     assert all(p.requires_grad for p in head.parameters())
     level = forget_accuracy(head, forget.x, forget.y)
     assert 0.04 <= level <= 0.08                             # forgotten, and stopped *at* the 8 % level
-    unlanded = ga(model, forget, retain, lr=0.1, landing_steps=0, seed=0)
+    unlanded = ga(model, forget, retain, lr=0.1, stop_accuracy=0.08, landing_steps=0, seed=0)
     assert forget_accuracy(unlanded, forget.x, forget.y) < level  # the last full step overshoots
     # through every layer, the classes that stay pay for it; on the head alone they do not
-    everywhere = ga(model, forget, retain, layers="all", lr=0.01, seed=0)
+    everywhere = ga(model, forget, retain, layers="all", lr=0.01, stop_accuracy=0.08, seed=0)
     assert forget_accuracy(everywhere, forget.x, forget.y) <= 0.08
     assert accuracy(head, others) >= accuracy(model, others) - 0.03
     assert accuracy(everywhere, others) < accuracy(head, others) - 0.05
+    # the fixed recipe (default) runs every epoch: it overshoots the landing, its UA is a measurement
+    fixed = ga(model, forget, retain, lr=0.1, epochs=2, seed=0)
+    assert forget_accuracy(fixed, forget.x, forget.y) < level
     with pytest.raises(CourseError, match="GA layers"):
         ga(model, forget, retain, layers="body")
 
@@ -241,3 +244,35 @@ def test_random_forgetting_measures_ta_on_the_whole_test_split(tmp_path):
     assert result.config["forget_share"] == 0.05 and result.config["forget_classes"] == []
     iu = [r for r in result.rows if r["method"] == "IU"]
     assert len(iu) == 1 and 0.0 <= iu[0]["ua"] <= 1.0
+
+
+def test_rub_pattern_counts_rubs_own_methods_only_and_the_landing_is_a_switch():
+    from course_lib.experiments.rub_classification import RUB_METHODS, RubConfig
+    from course_lib.experiments.rub_result import RubResult
+
+    def row(method, eps, ua, seed=0):
+        return {"method": method, "seed": seed, "eps": eps, "ta": 0.9, "ra": 0.95, "ua": ua, "mia": [0.5],
+                "mia_svc": [0.5], "attack": {"seconds": 0.0}, "unlearn_seconds": 0.0}
+
+    e = 16 / 255
+    rows = [row("original", 0.0, 1.0)]
+    for method, before, after in (("retrain", 0.0, 0.02), ("FT", 0.05, 0.60), ("GA", 0.05, 0.90), ("IU", 0.1, 0.3)):
+        rows += [row(method, 0.0, before), row(method, e, after)]
+    result = RubResult(rows, ["retrain", "FT", "GA", "IU"], [0.0, e], {}, "x")
+    pattern = result.rub_pattern(e)
+    # GA regains 85 points but is not one of RUB's methods: FT alone is one method, not two
+    assert pattern["methods_regaining_30_points"] == ["FT"] and pattern["extras_regaining_30_points"] == ["GA"]
+    assert not pattern["pattern"] and result.smallest_pattern_eps() is None
+    rows += [row("IU", e, 0.5, seed=0)]  # a second IU row at 16/255: IU's mean gain is now 30 points
+    result = RubResult(rows, ["retrain", "FT", "GA", "IU"], [0.0, e], {}, "x")
+    assert result.rub_pattern(e)["pattern"] and result.smallest_pattern_eps() == e
+    summary = {r["method"]: r for r in result.summary()}
+    assert summary["FT"]["ra_mean"] == pytest.approx(95.0) and summary["GA"]["rub_method"] is False
+    assert "GA (extra)" in result.table().index and "RA" in result.table().columns
+    assert "GA" not in RUB_METHODS and len(RUB_METHODS) == 6
+    # the adaptive landing is off by default (fixed recipes) and reaches only GA and IU when on
+    assert RubConfig.for_profile("quick").method_options("IU") == {}
+    landed = RubConfig.for_profile("quick", landing=0.08)
+    assert landed.method_options("IU") == {"stop_accuracy": 0.08} and landed.method_options("FT") == {}
+    with pytest.raises(CourseError, match="landing"):
+        RubConfig.for_profile("quick", landing=1.5)
