@@ -108,9 +108,9 @@ def i2i(original: Inpainter, forget: Dataset, retain: Dataset, *, alpha: float =
 
     with T the masking, E_0 the original encoder, n the masked Gaussian-noise image of
     :func:`masked_noise_like` (same mask as x_f) and ||.||^2 the mean squared error over the
-    encoding (:func:`i2i_objective`). The decoder D is frozen (bit-identical to the original's). This is the L2 objective
-    that Li et al. derive as a tractable surrogate of their KL formulation (their Section 3);
-    ``alpha`` weights the forget term (their public code's example run uses 0.2).
+    encoding (:func:`i2i_objective`). The decoder D is frozen (bit-identical to the original's).
+    This is the L2 objective that Li et al. derive as a tractable surrogate of their KL-divergence
+    formulation; ``alpha`` weights the forget term (their public code's example run uses 0.2).
 
     Course choices (not fixed by the paper at this scale): Adam at ``lr`` for ``epochs`` passes
     over the forget set, each forget batch paired with as many random retain images.
