@@ -16,7 +16,7 @@ import torch
 
 from .. import data as data_mod
 from ..attacks.uma_i2i import UNBOUNDED
-from ..budgets import Budget
+from ..budgets import PROFILE_NAMES, Budget
 from ..cache import cached_model
 from ..config import get_device, seed_everything
 from ..data import Dataset
@@ -29,6 +29,7 @@ from ..unlearn import I2I_METHODS
 DEFAULT_EPS = (0.0, 8 / 255, 16 / 255, UNBOUNDED)
 DEFAULT_FORGET_CLASSES = (0, 1, 2, 3, 4)
 DEFAULT_RETAIN_CLASSES = (5, 6, 7, 8, 9)
+
 
 @dataclass(frozen=True)
 class I2IConfig(Budget):
@@ -48,7 +49,7 @@ class I2IConfig(Budget):
         How many forget and how many retain images (a fixed random choice of each) are inpainted,
         scored and attacked. FDs are compared between sets of this same size.
     uma_steps:
-        PGD iterations of the attack.
+        Iterations of the attack (PGD steps; Adam steps for the unbounded radius).
     seeds:
         Unlearning seeds (0 .. seeds - 1).
     is_splits:
@@ -81,6 +82,8 @@ class I2IConfig(Budget):
     is_splits: int = 10
 
     def check(self) -> None:
+        if self.profile not in PROFILE_NAMES:
+            raise CourseError(f"The I2I benchmark's profile must be one of {', '.join(PROFILE_NAMES)}; got {self.profile!r}.")
         for name in ("width", "latent", "epochs", "batch_size", "eval_samples", "uma_steps", "seeds", "is_splits"):
             if getattr(self, name) < 1:
                 raise CourseError(f"The I2I benchmark's {name} must be at least 1; got {getattr(self, name)}.")
