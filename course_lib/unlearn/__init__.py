@@ -8,3 +8,4 @@
 from .registry import (CLASSIFICATION_METHODS, I2I_METHODS, T2I_METHODS, check_hyper_parameters,  # noqa: F401
                        method_defaults, unlearn)
 from . import classification, gradient_ascent  # noqa: F401,E402  (register the built-in classification methods)
+from . import i2i  # noqa: F401,E402  (registers the image-to-image methods of chapter 7)
