@@ -7,7 +7,8 @@ The recipe follows Sections 4-5.1 of the RUB paper:
 2. **Forget set** D_u: whole classes (class-wise forgetting, RUB's Table 1; default class 0) or a
    random share of the samples (random forgetting). D_r is the rest of the training split.
 3. For every unlearning method, every unlearning seed and every attack radius eps, one **row**:
-   TA (test accuracy, on the retained classes for class-wise forgetting), UA (raw accuracy on the
+   TA (test accuracy, on the retained classes for class-wise forgetting), RA (retain accuracy, on a
+   fixed random choice of at most 500 samples of D_r), UA (raw accuracy on the
    forget samples, lower is better), MIA (share of forget samples a shadow-model attack calls
    members, one value per MIA seed) and SalUn's SVC MIA-efficacy, on the forget samples x (eps = 0)
    or on UMA's x + delta (eps > 0); plus Proposition 4's verdict and the attack's cost.
@@ -85,7 +86,8 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
             forget_share: float | None = None, eps: Sequence[float] = DEFAULT_EPS, seeds: int | None = None,
             mia_seeds: int | None = None, hyper_parameters: dict | None = None, out: str | Path | None = None,
             config: RubConfig | None = None, progress: bool = True,
-            on_row: Callable[[dict], None] | None = None) -> RubResult:
+            on_row: Callable[[dict], None] | None = None,
+            on_model: Callable[[str, int, nn.Module], None] | None = None) -> RubResult:
     """Run (or resume) the RUB classification benchmark; used by chapter 5 and ``course-lib rub``.
 
     Parameters
@@ -106,6 +108,9 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
         the configuration, so a run with the same settings resumes the same file.
     on_row:
         Called with each new row right after it is written (progress reports, tests).
+    on_model:
+        Called as ``on_model(method, seed, unlearned_model)`` for every model unlearned in this run
+        (rows found in the results file are not recomputed, so their models are not built).
 
     Returns
     -------
@@ -168,7 +173,7 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
         zero = torch.zeros(len(fe))
         verdict = robustness_verdict(zero, zero, zero, eps1=cfg.eps1, eps2=cfg.eps2)
         write({**base, "method": "original", "seed": 0, "eps": 0.0, "ta": accuracy(setup.original, setup.test_eval),
-               "ra": accuracy(setup.original, setup.retain),
+               "ra": accuracy(setup.original, retain_probe),
                **m, "unlearn_seconds": 0.0, "attack": {"steps": 0, "seconds": 0.0},
                "verdict": {**verdict, "metric": "tv_distance"}})
 
@@ -187,8 +192,10 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
         unlearned = CLASSIFICATION_METHODS.get(method)(setup.original, setup.forget, setup.retain, seed=seed, **hp)
         unlearn_seconds = time.perf_counter() - t0
         unlearned.eval()
+        if on_model is not None:
+            on_model(method, seed, unlearned)
         ta = accuracy(unlearned, setup.test_eval)
-        ra = accuracy(unlearned, setup.retain)  # RA: accuracy on the retain set D_r
+        ra = accuracy(unlearned, retain_probe)  # RA: accuracy on D_r (a fixed random 500 of it)
         dist_forget = output_distance(setup.original, unlearned, fe.x)
         dist_retain = output_distance(setup.original, unlearned, retain_probe.x)
         for e in missing:
