@@ -54,6 +54,8 @@ def _finetune_data(pipe, cfg, seed: int) -> Dataset:
 def _defense_options(name: str, cfg, ft_data: Dataset, pipe) -> dict:
     if name == "finetune":
         return {"data": ft_data, "epochs": cfg.finetune_epochs, "batch_size": cfg.finetune_batch_size}
+    if name == "pruning":
+        return {"space": cfg.pruning_space}
     if name == "obfuscation":
         return {"clip_norm": cfg.clip_norm, "space": cfg.obfuscation_space, "noise": cfg.noise_reading,
                 "step_scale": approximate_step(pipe)}
@@ -230,7 +232,7 @@ def labels_under_defenses(dataset: str, settings: list[tuple[str, float]], cfg, 
     return {"rows": rows, "settings": settings_out, "cost": cost}
 
 
-def signal_table(pipe, cfg, *, seed: int = 0, extra_grids: dict | None = None):
+def signal_table(pipe, cfg, *, seed: int = 0, extra_grids: dict | None = None, utility_grids=None):
     """How big the signal is against each defense's perturbation, before any attack (chapter 6).
 
     For the removed samples that :func:`recovery_under_defenses` would choose (``cfg.samples`` of
@@ -238,6 +240,8 @@ def signal_table(pipe, cfg, *, seed: int = 0, extra_grids: dict | None = None):
     ``cfg``'s grid (and of each config in ``extra_grids``, ``{name: DefenseConfig}``): the cosine
     between the released difference theta_d - theta and the true update, whether clipping binds
     (obfuscation), the accuracy ratio, and the norms of the removed sample's gradient and update.
+    ``utility_grids``: the names of the grids whose accuracy ratio is measured (``None``: all; the
+    others get NaN, e.g. when :func:`run_defenses` measures it anyway).
     Returns a pandas DataFrame, one row per (grid, defense, strength, sample).
     """
     import pandas as pd
@@ -269,5 +273,7 @@ def signal_table(pipe, cfg, *, seed: int = 0, extra_grids: dict | None = None):
                     rows.append({"grid": grid_name, "defense": defense, "value": float(strength), "sample": int(idx),
                                  "label": int(forget.y[0]), "||g||": u_norm / step, "||u||": u_norm,
                                  "cosine(released, true update)": _update_cosine(original, unlearned, released),
-                                 "clipping binds": binds, "accuracy ratio": _ratio(released, base_acc, validation)})
+                                 "clipping binds": binds,
+                                 "accuracy ratio": (_ratio(released, base_acc, validation)
+                                                    if utility_grids is None or grid_name in utility_grids else float("nan"))})
     return pd.DataFrame(rows)

@@ -99,8 +99,10 @@ class LabelInferenceConfig(Budget):
     budget_name: ClassVar[str] = "label-inference"
     PROFILES: ClassVar[dict] = {
         "quick": dict(probes_per_class=4, fewer_probes=2, forget_shares=(0.5, 1.0), zoo_demo_queries=3_000),
-        "standard": dict(probes_per_class=10, fewer_probes=5, forget_shares=(0.1, 0.5, 1.0)),
-        "full": dict(probes_per_class=10, fewer_probes=5, forget_shares=(0.1, 0.5, 1.0), zoo_demo_queries=200_000),
+        "standard": dict(probes_per_class=10, fewer_probes=5, forget_shares=(0.1, 0.5, 1.0),
+                         presets=("paper", "course")),
+        "full": dict(probes_per_class=10, fewer_probes=5, forget_shares=(0.1, 0.5, 1.0), zoo_demo_queries=200_000,
+                     presets=("paper", "course")),
     }
 
     def check(self) -> None:
