@@ -7,3 +7,4 @@
 from .registry import (CLASSIFICATION_METHODS, I2I_METHODS, T2I_METHODS, check_hyper_parameters,  # noqa: F401
                        method_defaults, unlearn)
 from . import methods  # noqa: F401,E402  (registers the built-in classification methods)
+from . import t2i  # noqa: F401,E402  (registers RUB's text-to-image methods, chapter 8)
