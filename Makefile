@@ -1,6 +1,9 @@
 # Two commands (see README.md):
 #   make book   create .venv, install, execute every chapter, build the HTML book in _build/html
-#   make test   create .venv if needed, run the unit tests and every chapter under the quick profile
+#   make test   create .venv if needed, run the unit tests, every chapter under the quick profile,
+#               build the book from those executed chapters and check every page in a headless browser
+# and, for instructors, make assignments: every chapter's student notebook, otter autograder, sample
+# submissions and rubrics under _build/assignments (grade with `course-lib assign grade`, see README.md)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,8 +11,11 @@ BIN := $(VENV)/bin
 # disk (pyproject.toml only asks for a range); override TORCH_SPEC for another platform.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
+EXECUTED := _build/executed
+# warnings are errors, every reference must resolve
+JB_FLAGS := -W -n --keep-going
 
-.PHONY: book test venv clean-book clean
+.PHONY: book html test check-book assignments venv clean-book clean
 
 venv: $(STAMP)
 
@@ -20,13 +26,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (course)" >/dev/null
 	touch $(STAMP)
 
+# execute every notebook once (profile: $COURSE_PROFILE, else the course's default), then build that copy
 book: $(STAMP)
-	$(BIN)/jupyter-book build book/ --config $(CURDIR)/_config.yml --toc $(CURDIR)/book/_toc.yml --path-output $(CURDIR) --all
+	$(BIN)/python tools/run_notebooks.py --out $(EXECUTED)
+	$(MAKE) html
+
+# build the HTML book from the executed copy (no notebook runs here)
+html:
+	rm -rf _build/html
+	$(BIN)/jupyter-book build $(EXECUTED)/book --config $(CURDIR)/_config.yml --toc $(EXECUTED)/book/_toc.yml --path-output $(CURDIR) $(JB_FLAGS)
 	@test -f _build/html/index.html && echo "The book is in _build/html/index.html"
+
+# every page in headless Chromium (skipped with a message where no browser is installed, except in CI)
+check-book:
+	$(BIN)/python tools/check_book.py || { status=$$?; test $$status -eq 2 -a -z "$$CI" && echo "(browser check skipped)"; }
 
 test: $(STAMP)
 	COURSE_PROFILE=quick $(BIN)/python -m pytest tests -q
-	COURSE_PROFILE=quick $(BIN)/python -m pytest --nbmake --nbmake-timeout=600 -q book/
+	COURSE_PROFILE=quick $(BIN)/python tools/run_notebooks.py --profile quick --out $(EXECUTED)
+	$(MAKE) html
+	$(MAKE) check-book
+
+assignments: $(STAMP)
+	COURSE_PROFILE=quick $(BIN)/course-lib assign build --out _build/assignments
 
 clean-book:
 	rm -rf _build

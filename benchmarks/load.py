@@ -60,7 +60,7 @@ def _worker(workload: str, policy: str, args) -> dict:
         from course_lib.attacks.inversion import InversionConfig, invert_gradient
         from course_lib.experiments.recovery import make_unlearning_case
 
-        case = make_unlearning_case(profile="quick", unlearning="approximate", num_unlearn=1, seed=0)
+        case = make_unlearning_case(profile="quick", unlearning="approximate", num_forget=1, seed=0)
         target = estimate_gradient(case.original, case.unlearned)
         cfg = InversionConfig.for_profile("quick", iterations=args.inversion_steps, feature_iterations=0,
                                           sharpen_iterations=0, prune_at=(), progress=False)
@@ -68,7 +68,7 @@ def _worker(workload: str, policy: str, args) -> dict:
 
         def loop():
             invert_gradient(model, target, input_shape=case.forget.input_shape,
-                            num_classes=case.forget.num_classes, num_samples=1, labels=case.forget.y,
+                            num_classes=case.forget.num_classes, num_forget=1, labels=case.forget.y,
                             config=cfg, seed=0)
         units, unit = args.inversion_steps, "steps"
     elif workload == "train":
@@ -83,8 +83,8 @@ def _worker(workload: str, policy: str, args) -> dict:
                         seed=0, progress=False)
         units, unit = 1, "epochs"
     elif workload == "probes":
-        from course_lib.attacks.probing import ProbeConfig, build_probes
-        from course_lib.experiments.probing import prepare_probing
+        from course_lib.attacks.probes import ProbeConfig, build_probes
+        from course_lib.experiments.probing_setup import prepare_probing
 
         setup = prepare_probing("mnist-5k", profile="quick", seed=0)
         cfg = ProbeConfig.for_profile("quick", max_queries=args.probe_queries, target_confidence=1 - 1e-12,

@@ -160,7 +160,8 @@ def load_all_budgets() -> list[type]:
     import course_lib
 
     for info in pkgutil.walk_packages(course_lib.__path__, prefix="course_lib."):
-        importlib.import_module(info.name)
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
     return [BUDGETS.get(n) for n in BUDGETS.names()]
 
 

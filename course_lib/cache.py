@@ -1,10 +1,16 @@
-"""Cache of trained models, keyed by their full configuration.
+"""Cache of trained models, keyed by their full configuration, and verified when loaded.
 
 A model is saved as ``<data root>/cache/<kind>-<key>.safetensors`` (weights and buffers, never
-pickled) beside ``<kind>-<key>.json`` (the configuration and the metrics measured when it was
-trained). ``key`` is a hash of the configuration, so changing any setting trains a new model and
-the same setting loads the old one. Files are written to a temporary name and renamed, so an
-interrupted run never leaves a half-written checkpoint behind.
+pickled) beside ``<kind>-<key>.json`` (the configuration, the metrics measured when it was trained,
+the key and the SHA-256 of the weights file). ``key`` hashes the configuration -- the settings, the
+architecture and a fingerprint of the training data's contents (:meth:`Dataset.fingerprint`) --
+so changing any of them trains a new model and the same setting loads the old one.
+
+Loading checks that the key stored *inside* the weights file and in the sidecar is the expected
+one and that the weights hash to the recorded SHA-256. A checkpoint swapped in from another
+configuration, or edited, is therefore never used: it is retrained (with a warning). The metrics
+in the sidecar were measured on exactly the weights whose hash it records. Files are written to a
+temporary name and renamed, so an interrupted run never leaves a half-written checkpoint behind.
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -19,11 +26,11 @@ import torch
 from torch import nn
 
 from .config import cache_dir
-from .errors import CacheCorruptError
-from .results import FILE_MODE, atomic_write_text
+from .errors import CacheCorruptError, CourseError
+from .results import FILE_MODE, atomic_write_text, prepare_output
 
 #: Bump when a change to the training code makes old checkpoints wrong.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def config_key(config: dict) -> str:
@@ -32,50 +39,93 @@ def config_key(config: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def save_tensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict) -> None:
-    """Save named tensors with safetensors and ``meta`` as a JSON sidecar, both atomically."""
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict, *, key: str | None = None) -> None:
+    """Save named tensors with safetensors and ``meta`` as a JSON sidecar, both atomically.
+
+    ``key`` (the configuration's hash) is stored inside the safetensors metadata and in the sidecar,
+    with the SHA-256 of the weights file, so that :func:`read_verified` can tell a swapped file.
+    """
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    ensure_writable(path.parent)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp)
+        save_file(tensors, tmp, metadata={"course_key": key or ""})
+        digest = file_sha256(Path(tmp))
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise CourseError(f"Cannot write the cached model {path}: {exc.strerror or exc}. Free some disk space or "
+                          "point COURSE_DATA_DIR at a writable folder, and run again.") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True, default=str))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(
+        {**meta, "key": key, "weights_sha256": digest, "cache_version": CACHE_VERSION},
+        indent=2, sort_keys=True, default=str))
 
 
-def save_state(model: nn.Module, path: Path, config: dict, metrics: dict) -> None:
-    """Save ``model.state_dict()`` with safetensors and a JSON sidecar, atomically."""
-    save_tensors(model.state_dict(), path, {"config": config, "metrics": metrics})
+def ensure_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and check that files can be written there (a clear error otherwise)."""
+    folder = Path(folder)
+    try:
+        prepare_output(folder)
+    except CourseError as exc:
+        raise CourseError(f"The model cache cannot be written: {exc} The cache lives under the data root "
+                          f"({cache_dir().parent}); set COURSE_DATA_DIR to a writable folder.") from exc
 
 
-def load_state(model: nn.Module, path: Path) -> dict:
-    """Load weights saved by :func:`save_state` into ``model``; return the sidecar's metrics.
+def read_verified(path: Path, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """The tensors and sidecar of a checkpoint if it is the one ``key`` names and intact, else ``None``.
 
-    Raises :class:`CacheCorruptError` (with the file to delete) if either file is unreadable.
+    ``None`` (with a warning) means: the stored key differs, or the weights do not hash to the
+    recorded SHA-256 -- retrain. Raises :class:`CacheCorruptError` if a file cannot be read at all.
     """
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
+    side = Path(path).with_suffix(".json")
     try:
-        state = load_file(str(path))
-        model.load_state_dict(state)
-        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        meta = json.loads(side.read_text(encoding="utf-8"))
+        with safe_open(str(path), framework="pt") as fh:
+            stored_key = (fh.metadata() or {}).get("course_key")
+        if not isinstance(meta, dict):
+            raise ValueError("the sidecar is not a JSON object")
     except Exception as exc:
         raise CacheCorruptError(
             f"The cached checkpoint {path} (or its .json beside it) cannot be read ({exc}). "
             f"Delete both files and run again; the model will be retrained.") from exc
-    return meta.get("metrics", {})
+    problem = None
+    if stored_key != key or meta.get("key") != key:
+        problem = "it was saved for another configuration"
+    elif meta.get("weights_sha256") != file_sha256(Path(path)):
+        problem = "its weights do not match the hash recorded when it was trained"
+    if problem:
+        warnings.warn(f"Ignoring the cached checkpoint {path}: {problem}. The model is retrained.", stacklevel=3)
+        return None
+    try:
+        return load_file(str(path)), meta
+    except Exception as exc:
+        raise CacheCorruptError(f"The cached checkpoint {path} cannot be read ({exc}). Delete it and its .json "
+                                "and run again; the model will be retrained.") from exc
 
 
 def cached_model(kind: str, config: dict, build: Callable[[], nn.Module],
-                 train: Callable[[nn.Module], dict], *, use_cache: bool = True) -> tuple[nn.Module, dict, Path]:
-    """Return a trained model for ``config``, training it only when no checkpoint exists.
+                 train: Callable[[nn.Module], dict], *, data=(), use_cache: bool = True) -> tuple[nn.Module, dict, Path]:
+    """Return a trained model for ``config``, training it only when no valid checkpoint exists.
 
     Parameters
     ----------
@@ -88,22 +138,37 @@ def cached_model(kind: str, config: dict, build: Callable[[], nn.Module],
         Makes a fresh, untrained model of the right architecture.
     train:
         Trains the given model in place and returns a dict of metrics to store.
+    data:
+        The datasets the model is trained on: their content fingerprints join the key, so
+        relabelled or replaced data (a ``folder:`` tree edited on disk) retrains.
     use_cache:
         ``False`` always trains and does not write a checkpoint.
 
     Returns
     -------
-    (model, metrics, path)
+    (model, metrics, path). ``metrics["from_cache"]`` says whether the weights were loaded.
     """
     model = build()
-    # the architecture's printout joins the key: a changed layer never loads stale weights
-    path = cache_dir() / f"{kind}-{config_key({**config, 'architecture': repr(model)})}.safetensors"
+    # the architecture's printout and the data's contents join the key: a changed layer or a
+    # relabelled image never loads stale weights
+    full = {**config, "architecture": repr(model), "data_fingerprints": [d.fingerprint() for d in data]}
+    key = config_key(full)
+    path = cache_dir() / f"{kind}-{key}.safetensors"
     if use_cache and path.exists():
-        metrics = load_state(model, path)
-        return model, {**metrics, "from_cache": True}, path
+        found = read_verified(path, key)
+        if found is not None:
+            state, meta = found
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as exc:
+                raise CacheCorruptError(f"The cached checkpoint {path} does not fit the model ({exc}). Delete it "
+                                        "and its .json and run again.") from exc
+            return model, {**meta.get("metrics", {}), "from_cache": True}, path
+    if use_cache:
+        ensure_writable(path.parent)  # before the training, not after it
     metrics = train(model)
     if use_cache:
-        save_state(model, path, config, metrics)
+        save_tensors(model.state_dict(), path, {"config": full, "metrics": metrics}, key=key)
     return model, {**metrics, "from_cache": False}, path
 
 

@@ -94,15 +94,37 @@ def get_device(prefer: str | None = None) -> torch.device:
     """
     choice = (prefer or os.environ.get("COURSE_DEVICE", "")).strip().lower()
     if choice:
-        if choice.startswith("cuda") and not torch.cuda.is_available():
-            raise CourseError("COURSE_DEVICE asks for CUDA, but no CUDA GPU is visible to PyTorch.")
-        return torch.device(choice)
+        return _checked_device(choice)
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _checked_device(choice: str) -> torch.device:
+    """``torch.device(choice)`` if this machine has it, else a :class:`CourseError` saying what it has."""
+    here = "cpu" + (f", cuda (0..{torch.cuda.device_count() - 1})" if torch.cuda.is_available() else "") + \
+        (", mps" if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available() else "")
+    try:
+        device = torch.device(choice)
+    except (RuntimeError, ValueError):
+        raise CourseError(f"COURSE_DEVICE={choice!r} is not a device PyTorch knows. This machine has: {here}. "
+                          "Unset COURSE_DEVICE to pick the best one automatically.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CourseError(f"COURSE_DEVICE={choice!r} asks for CUDA, but no CUDA GPU is visible to PyTorch. "
+                              f"This machine has: {here}.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CourseError(f"COURSE_DEVICE={choice!r}: there is no GPU {device.index}; this machine has: {here}.")
+    elif device.type == "mps":
+        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+            raise CourseError(f"COURSE_DEVICE={choice!r} asks for Apple's MPS, which this machine does not have. "
+                              f"It has: {here}.")
+    elif device.type != "cpu":
+        raise CourseError(f"COURSE_DEVICE={choice!r}: the course runs on cpu, cuda or mps; this machine has: {here}.")
+    return device
 
 
 def describe_device(device: torch.device | None = None) -> str:
@@ -122,7 +144,11 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     """Seed Python, NumPy and PyTorch; on the CPU also ask PyTorch for deterministic kernels.
 
     Returns a ``torch.Generator`` seeded with ``seed`` for code that wants its own stream.
+    ``seed`` must be a whole number in [0, 2**63 - 1] (what torch accepts everywhere).
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 63:
+        raise CourseError(f"A seed is a whole number in [0, 2**63 - 1]; got {seed!r}.")
+    seed = int(seed)
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -149,6 +175,9 @@ def data_root() -> Path:
     else:
         project = Path(__file__).resolve().parent.parent
         root = project / "data" if (project / "pyproject.toml").exists() else Path.cwd() / "data"
+    if root.exists() and not root.is_dir():
+        raise CourseError(f"The data root {root} is a file, not a folder. Point COURSE_DATA_DIR at a folder "
+                          "(it is created if missing) or unset it.")
     return root
 
 

@@ -11,8 +11,8 @@ sample. Every defense here has the same shape::
 modified). The server or user then attacks the pair (M, defended) exactly as it attacked (M, M_u).
 
 ``obfuscation`` (strength = sigma)
-    DP-SGD-style parameter obfuscation: clip the unlearning update to norm C = 1.2 and add
-    Gaussian noise of standard deviation sigma to every parameter.
+    DP-SGD-style parameter obfuscation: clip the unlearning gradient to norm C = 1.2 and add
+    Gaussian noise of variance sigma to it (the paper's reading; see :func:`obfuscate`).
 ``pruning`` (strength = p)
     Magnitude pruning: zero the share p of the smallest-magnitude weights of M_u
     (``torch.nn.utils.prune``).
@@ -40,6 +40,7 @@ from torch.nn.utils import prune as torch_prune
 from .cache import clone_model
 from .data import Dataset
 from .errors import CourseError, check_choice, check_range
+from .registry import Registry
 from .train import accuracy, finetune
 
 #: The clipping norm of parameter obfuscation (the paper follows the Opacus tutorial: C = 1.2).
@@ -101,54 +102,83 @@ def clip_update(update: list[torch.Tensor], clip_norm: float, *, scope: str = "g
 
 # --------------------------------------------------------------------------- the defenses
 
+NOISE_READINGS = ("variance", "std")
+OBFUSCATION_SPACES = ("gradient", "parameters")
+
+
 def obfuscate(original: nn.Module, unlearned: nn.Module, strength: float, *, seed: int = 0,
-              clip_norm: float = DEFAULT_CLIP_NORM, scope: str = "global") -> nn.Module:
-    """Parameter obfuscation (Section 7): ``theta_d = theta + clip_C(theta_u - theta) + N(0, sigma^2 I)``.
+              clip_norm: float = DEFAULT_CLIP_NORM, scope: str = "global", space: str = "gradient",
+              step_scale: float | None = None, noise: str = "variance") -> nn.Module:
+    """Parameter obfuscation (Section 7), as DP-SGD: clip the unlearning gradient by C and add Gaussian noise.
 
-    The paper "clips the gradient used for unlearning the samples by C and adds random noise
-    following the Gaussian distribution", like DP-SGD. The course applies this to the
-    *unlearning update* ``theta_u - theta`` rather than to a raw per-sample gradient, because
+    The paper: the developer "clips the gradient used for unlearning the samples by C and adds
+    random noise following the Gaussian distribution of variance sigma" (C = 1.2, sigma in {0.001,
+    0.003, 0.005, 0.007}). With ``space="gradient"`` (the paper's reading, default) the unlearning
+    update is turned back into the gradient it applied, ``g = (theta_u - theta) / s`` with the step
+    ``s = eta m / b`` of eq. (13) (``step_scale``), and
 
-    * the update is what the developer actually adds to M (for approximate unlearning it is the
-      removed samples' gradient times eta m / b, eq. 13; for exact unlearning there is no single
-      gradient, but there is still an update), so the defense works for every unlearning method;
-    * it is exactly the quantity the attacker estimates (eq. 2), so clipping and noising it is what
-      limits the leak.
+        theta_d = theta + s * (clip_C(g) + N(0, sigma I))                      (noise variance sigma)
 
-    Clipping is global by default (the whole update as one vector, as Opacus' default flat
-    clipping); ``scope="per-tensor"`` clips each parameter tensor to C separately. With the
-    paper's tiny unlearning steps (lr 1e-3 / batch 128) the update is far shorter than C = 1.2,
-    so clipping rarely bites: the protection comes from the noise.
+    so the noise and the bound act where the paper puts them, on the gradient, and reach the weights
+    scaled by ``s``. For exact unlearning there is no single gradient; ``g`` is then the update's
+    equivalent gradient. ``noise="std"`` reads ``sigma`` as the standard deviation instead (the
+    other common reading of DP-SGD's sigma). ``space="parameters"`` (the course's earlier reading)
+    clips the update ``theta_u - theta`` itself by C and adds the noise to the weights directly; with
+    the paper's grid that noise is far larger than the update and leaves nothing to recover.
 
     Parameters
     ----------
     original, unlearned:
         M (``theta``) and M_u (``theta_u``), same architecture; neither is modified.
     strength:
-        sigma >= 0, the noise standard deviation per parameter (same units as the weights).
-        The paper's grid is {0.001, 0.003, 0.005, 0.007}. 0 = clipping only.
+        sigma >= 0 (0 = clipping only).
     seed:
         Seeds the noise (the same seed gives the same defended model).
     clip_norm:
-        C, the L2 bound of the update (default 1.2).
+        C, the L2 bound (default 1.2, the Opacus tutorial's value the paper follows).
     scope:
-        ``"global"`` or ``"per-tensor"`` clipping.
+        ``"global"`` (the whole vector, Opacus' flat clipping) or ``"per-tensor"`` clipping.
+    space:
+        ``"gradient"`` (needs ``step_scale``) or ``"parameters"``.
+    step_scale:
+        ``s = eta m / b`` (:func:`course_lib.unlearn.paper.approximate_step`).
+    noise:
+        ``"variance"`` or ``"std"``: how ``sigma`` is read.
 
     Returns
     -------
-    A new model: M's architecture and buffers (batch-norm statistics) of M_u, parameters
-    ``theta + clip(theta_u - theta) + noise``.
+    A new model: M's architecture and buffers (batch-norm statistics) of M_u, obfuscated parameters.
     """
-    sigma = _check_strength(strength, 0.0, 1.0, "The noise standard deviation sigma (obfuscation strength)")
-    update = clip_update(unlearning_update(original, unlearned), clip_norm, scope=scope)
+    sigma = _check_strength(strength, 0.0, 1.0, "The obfuscation noise sigma (obfuscation strength)")
+    check_choice(space, OBFUSCATION_SPACES, "obfuscation space")
+    check_choice(noise, NOISE_READINGS, "noise reading")
+    if space == "gradient":
+        if step_scale is None or not step_scale > 0:
+            raise CourseError("Obfuscation in gradient space needs step_scale = eta m / b > 0 (the unlearning step "
+                              "of eq. 13; course_lib.unlearn.paper.approximate_step(pipeline)).")
+        scale = float(step_scale)
+    else:
+        scale = 1.0
+    std = math.sqrt(sigma) if noise == "variance" else sigma
+    gradient = [u / scale for u in unlearning_update(original, unlearned)]
+    clipped = clip_update(gradient, clip_norm, scope=scope)
     defended = clone_model(unlearned)
     gen = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
-        for p_d, p0, u in zip(defended.parameters(), original.parameters(), update):
-            noise = torch.randn(p_d.shape, generator=gen, dtype=torch.float32) * sigma
-            p_d.copy_(p0.detach().to(p_d.device) + u.to(p_d.device) + noise.to(p_d.device, p_d.dtype))
+        for p_d, p0, g in zip(defended.parameters(), original.parameters(), clipped):
+            n = torch.randn(p_d.shape, generator=gen, dtype=torch.float64) * std
+            step = (g.double().to(n.device) + n) * scale
+            p_d.copy_(p0.detach().to(p_d.device) + step.to(p_d.device, p_d.dtype))
     defended.eval()
     return defended
+
+
+def clipping_binds(original: nn.Module, unlearned: nn.Module, clip_norm: float = DEFAULT_CLIP_NORM, *,
+                   step_scale: float | None = None) -> bool:
+    """Whether clipping at ``clip_norm`` shortens this unlearning gradient (or update, without ``step_scale``)."""
+    scale = float(step_scale) if step_scale else 1.0
+    norm = math.sqrt(sum(float((u.double() / scale).pow(2).sum()) for u in unlearning_update(original, unlearned)))
+    return norm > clip_norm
 
 
 def prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -255,7 +285,7 @@ def finetune_model(original: nn.Module, unlearned: nn.Module, strength: float, *
     if lr == 0:
         defended.eval()
         return defended
-    return finetune(defended, _in_dtype_of(data, defended), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+    return finetune(defended, data.astype(next(defended.parameters()).dtype), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                     progress=progress, desc="fine-tuning defense")
 
 
@@ -313,17 +343,17 @@ class Defense:
     options: dict = field(default_factory=dict)
 
 
-DEFENSES: dict[str, Defense] = {}
+#: Every defense by name (chapter 6; a learner adds one with :func:`register_defense`).
+DEFENSES: Registry[Defense] = Registry("defense", hint="Add your own with course_lib.defenses.register_defense.")
 
 
 def register_defense(defense: Defense) -> Defense:
     """Add ``defense`` to :data:`DEFENSES` (replacing one of the same name) and return it."""
-    DEFENSES[defense.name] = defense
-    return defense
+    return DEFENSES.register(defense.name, defense, description=defense.description)
 
 
 register_defense(Defense("obfuscation", obfuscate, "sigma", (0.001, 0.003, 0.005, 0.007),
-                         description="clip the unlearning update to norm C=1.2, add Gaussian noise of std sigma"))
+                         description="clip the unlearning gradient to norm C=1.2, add Gaussian noise of variance sigma"))
 register_defense(Defense("pruning", prune_model, "p", (0.7, 0.8, 0.9),
                          description="zero the share p of smallest-magnitude conv/linear weights"))
 register_defense(Defense("finetune", finetune_model, "lr", (1e-4, 5e-4, 1e-3, 5e-3, 1e-2), needs_data=True,
@@ -335,34 +365,21 @@ register_defense(Defense("label-only", label_only, "on", (1.0,), api="labels",
 PARAMETER_DEFENSES = ("obfuscation", "pruning", "finetune")
 
 
-def defense_names() -> list[str]:
-    return list(DEFENSES)
-
-
 def get_defense(name: str) -> Defense:
     """The registered :class:`Defense` called ``name`` (CourseError listing the names otherwise)."""
-    check_choice(name, tuple(DEFENSES), "defense")
-    return DEFENSES[name]
+    return DEFENSES.get(name)
 
 
 def apply_defense(name: str, original: nn.Module, unlearned: nn.Module, strength: float, *, seed: int = 0,
                   **options) -> nn.Module:
-    """Look up defense ``name`` and apply it: ``DEFENSES[name].function(original, unlearned, strength, seed=seed, ...)``."""
+    """Look up defense ``name`` and apply it: ``get_defense(name).function(original, unlearned, strength, seed=seed, ...)``."""
     defense = get_defense(name)
     return defense.function(original, unlearned, strength, seed=seed, **{**defense.options, **options})
 
 
-def _in_dtype_of(data: Dataset, model: nn.Module) -> Dataset:
-    """``data`` with features in the dtype of ``model``'s parameters (float64 models exist: chapter 3)."""
-    dtype = next(model.parameters()).dtype
-    if data.x.dtype == dtype:
-        return data
-    return Dataset(data.name, data.x.to(dtype), data.y, list(data.classes), data.kind, list(data.feature_names))
-
-
 def validation_accuracy(model: nn.Module, validation: Dataset) -> float:
     """Share of ``validation`` that ``model`` classifies correctly (0..1), in the model's precision."""
-    return accuracy(model, _in_dtype_of(validation, model))
+    return accuracy(model, validation.astype(next(model.parameters()).dtype))
 
 
 def accuracy_ratio(defended: nn.Module, unlearned: nn.Module, validation: Dataset) -> float:

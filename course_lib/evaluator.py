@@ -137,7 +137,7 @@ def evaluation_classifier(dataset: str = "mnist-5k", *, size: int | None = None,
                     progress=progress, desc=f"train the evaluation classifier on {dataset} ({side}x{side})")
         return {"train_seconds": time.perf_counter() - t0}
 
-    model, info, path = cached_model("evaluator", key, build, fit)
+    model, info, path = cached_model("evaluator", key, build, fit, data=(train,))
     model.eval()
     # measured from the weights that were loaded, never read back from the sidecar
     test_acc = accuracy(model, test)

@@ -38,6 +38,18 @@ from .errors import CourseError
 VGG16_WEIGHTS = "vgg16-397923af.pth"
 
 
+def finite_mean(values) -> float | None:
+    """Mean of the values that are not ``None`` or NaN (``None`` if there are none)."""
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.mean(vals)) if vals else None
+
+
+def finite_median(values) -> float | None:
+    """Median of the values that are not ``None`` or NaN (``None`` if there are none)."""
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.median(vals)) if vals else None
+
+
 def _pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Flatten a pair to ``(N, dim)`` float64; the flag says whether a single sample was given."""
     x = torch.as_tensor(x).detach().cpu().double()
@@ -66,12 +78,27 @@ def rmse(x: torch.Tensor, x_hat: torch.Tensor):
     return _out(((a - b) ** 2).mean(dim=1).sqrt(), single)
 
 
+def _check_images(x: torch.Tensor, x_hat: torch.Tensor, what: str) -> None:
+    """Images ``(C, H, W)`` or ``(N, C, H, W)`` with pixels in [0, 1], else a :class:`CourseError`."""
+    for t in (x, x_hat):
+        t = torch.as_tensor(t)
+        if t.ndim not in (3, 4):
+            raise CourseError(f"{what} compares images of shape (C, H, W) or batches (N, C, H, W); got shape "
+                              f"{tuple(t.shape)}. Add the channel axis (x.unsqueeze(0)) for one grey image; use "
+                              "rmse for tabular rows.")
+        lo, hi = float(t.min()), float(t.max())
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise CourseError(f"{what} needs pixel values in [0, 1]; got values in [{lo:g}, {hi:g}]"
+                              + (" (divide 0-255 images by 255)." if hi > 1.5 else "."))
+
+
 def psnr(x: torch.Tensor, x_hat: torch.Tensor, *, max_db: float = 100.0):
     """PSNR in dB of images in [0, 1]: ``10 * log10(1 / MSE)`` (peak value 1), per sample.
 
-    Identical images give ``max_db`` instead of infinity. Both inputs must already be in [0, 1]
-    (no normalisation happens here, see the module docstring).
+    ``(C, H, W)`` gives a float, ``(N, C, H, W)`` a list. Identical images give ``max_db`` instead
+    of infinity. Both inputs must already be in [0, 1]; other shapes or ranges are a :class:`CourseError`.
     """
+    _check_images(x, x_hat, "psnr")
     a, b, single = _pair(x, x_hat)
     mse = ((a - b) ** 2).mean(dim=1)
     vals = [max_db if m <= 10 ** (-max_db / 10) else -10.0 * math.log10(float(m)) for m in mse]
@@ -85,6 +112,7 @@ def ssim(x: torch.Tensor, x_hat: torch.Tensor):
     """
     from skimage.metrics import structural_similarity
 
+    _check_images(x, x_hat, "ssim")
     x = torch.as_tensor(x).detach().cpu().double()
     y = torch.as_tensor(x_hat).detach().cpu().double()
     if x.shape != y.shape or x.ndim not in (3, 4):
@@ -136,10 +164,38 @@ def lpips_available() -> tuple[bool, str | None]:
 
 
 def _build_lpips() -> torch.nn.Module:
-    """The ``lpips`` package's LPIPS network with the VGG backbone (weights from disk only)."""
+    """The ``lpips`` package's LPIPS network with the VGG-16 backbone, loaded safely from disk.
+
+    The backbone weights are torchvision's ``vgg16-397923af.pth``: their SHA-256 must start with the
+    ``397923af`` that the file name records (torchvision's own check), and they are read with
+    ``torch.load(weights_only=True)``, which never unpickles code. A file that fails either is a
+    :class:`CourseError` naming it. (LPIPS's own small linear layers ship inside the package.)
+    """
+    import hashlib
+
     import lpips
 
-    return lpips.LPIPS(net="vgg", verbose=False)
+    path = vgg_weights_path()
+    prefix = VGG16_WEIGHTS.split("-")[1].split(".")[0]
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    if not h.hexdigest().startswith(prefix):
+        raise CourseError(f"The VGG-16 weights {path} do not have the published hash (sha256 {prefix}...). Delete "
+                          "the file and fetch it again on a connected machine.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CourseError(f"The VGG-16 weights {path} cannot be read safely ({exc}). Delete the file and fetch it "
+                          "again on a connected machine.") from exc
+    net = lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False)  # the backbone is loaded below, not by lpips
+    where = {name: f"{slice_name}.{name}" for slice_name, block in net.net.named_children()
+             for name, _ in block.named_children()}
+    backbone = {f"{where[k.split('.')[1]]}.{k.split('.', 2)[2]}": v for k, v in state.items()
+                if k.startswith("features.") and k.split(".")[1] in where}
+    net.net.load_state_dict(backbone)
+    return net.eval()
 
 
 def lpips_distance(x: torch.Tensor, x_hat: torch.Tensor) -> tuple[float | list[float] | None, str | None]:

@@ -89,7 +89,7 @@ class Registry(Generic[T]):
             raise CourseError(f"A {self.kind} is named by a string; got {name!r} ({type(name).__name__}).")
         if name not in self._entries:
             known = ", ".join(self._entries) or "none yet"
-            raise CourseError(f"Unknown {self.kind} {name!r}. Known: {known}." + (f" {self.hint}" if self.hint else ""))
+            raise CourseError(f"Unknown {self.kind} {name!r}. Choose one of: {known}." + (f" {self.hint}" if self.hint else ""))
         return self._entries[name]
 
     def get(self, name: str) -> T:

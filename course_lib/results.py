@@ -96,6 +96,8 @@ def write_result(folder: str | Path, stem: str, payload: dict, figure=None, *, d
             figure.savefig(tmp_png, dpi=dpi, bbox_inches="tight", format="png")
             plt.close(figure)
         payload = {**payload, "files": {k: str(v) for k, v in paths.items()}}
+        if "figure" in paths:
+            payload["figure"] = str(paths["figure"])
         fd, tmp_json = tempfile.mkstemp(dir=folder, prefix=f".{stem}.json.", suffix=".tmp")
         staged.append((tmp_json, paths["json"]))
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -42,8 +42,12 @@ def set_bn_mode(model: nn.Module, bn_mode: str) -> None:
 def train_model(model: nn.Module, data: Dataset, *, epochs: int, lr: float, batch_size: int,
                 momentum: float = 0.9, weight_decay: float = 5e-4, schedule: str = "linear",
                 bn_mode: str = "train", seed: int = 0, device: torch.device | None = None,
+                sign: float = 1.0, loss_fn=None, penalty=None, after_step=None,
                 progress: bool = True, desc: str = "train") -> nn.Module:
-    """Train ``model`` in place with SGD and cross-entropy; return it.
+    """Train ``model`` in place with SGD on the cross-entropy (times ``sign``); return it in eval mode.
+
+    The one SGD loop of the course: pre-training, fine-tuning, retraining, shadow models and the
+    training-based unlearning methods all run it.
 
     Parameters
     ----------
@@ -58,38 +62,56 @@ def train_model(model: nn.Module, data: Dataset, *, epochs: int, lr: float, batc
         ``"train"`` updates batch-norm statistics; ``"eval"`` freezes them (fine-tuning).
     seed:
         Seeds the order of the mini-batches (one permutation per epoch).
+    sign:
+        ``+1`` minimises the loss, ``-1`` maximises it (gradient ascent, chapter 5).
+    loss_fn:
+        Optional ``loss_fn(logits, labels) -> scalar`` replacing the cross-entropy (``sign`` still applies).
+    penalty:
+        Optional ``penalty(model, step, total_steps) -> scalar tensor`` added to the loss (l1-sparse).
+    after_step:
+        Optional ``after_step(model)`` called after every optimiser step (SalUn's hard mask, GA's stop).
     """
-    if epochs < 0:
-        raise CourseError(f"epochs must be >= 0; got {epochs}.")
     if schedule not in ("linear", "constant"):
         raise CourseError(f"Unknown schedule {schedule!r}; choose 'linear' or 'constant'.")
+    if epochs < 0 or lr < 0 or batch_size <= 0:
+        raise CourseError(f"epochs and lr must be >= 0 and batch_size > 0; got {epochs}, {lr}, {batch_size}.")
     device = device or next(model.parameters()).device
     model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     n = len(data)
-    steps_per_epoch = max(1, -(-n // batch_size))
-    total = epochs * steps_per_epoch
-    if schedule == "linear":
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / max(1, total)))
+    total = epochs * max(1, -(-n // batch_size))
     gen = torch.Generator().manual_seed(int(seed))
+    step = 0
     bar = tqdm(total=total, desc=desc, disable=not progress or total == 0, leave=False)
-    for _ in range(epochs):
-        set_bn_mode(model, bn_mode)
-        perm = torch.randperm(n, generator=gen)
-        for start in range(0, n, batch_size):
-            idx = perm[start:start + batch_size]
-            xb, yb = data.x[idx].to(device), data.y[idx].to(device)
-            adapt_threads()
-            loss = F.cross_entropy(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if schedule == "linear":
-                sched.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    bar.close()
-    model.eval()
+    try:
+        for _ in range(epochs):
+            set_bn_mode(model, bn_mode)
+            perm = torch.randperm(n, generator=gen)
+            for start in range(0, n, batch_size):
+                idx = perm[start:start + batch_size]
+                xb, yb = data.x[idx].to(device), data.y[idx].to(device)
+                adapt_threads()
+                logits = model(xb)
+                loss = sign * (F.cross_entropy(logits, yb) if loss_fn is None else loss_fn(logits, yb))
+                if penalty is not None:
+                    loss = loss + penalty(model, step, total)
+                if not torch.isfinite(loss):
+                    raise CourseError(f"{desc} diverged (the loss became {loss.item()}) at step {step}; "
+                                      "lower its learning rate or its number of epochs.")
+                if schedule == "linear":
+                    for group in opt.param_groups:
+                        group["lr"] = lr * (1.0 - step / max(1, total))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if after_step is not None:
+                    after_step(model)
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    finally:
+        bar.close()
+        model.eval()
     return model
 
 
@@ -226,7 +248,7 @@ def prepare_pipeline(dataset: str = "mnist-5k", model: str | None = None, *, pro
                     desc=f"pre-train M0 on D0 ({dataset})")
         return {"test_accuracy": accuracy(m, test_split)}
 
-    m0, m0_metrics, m0_path = cached_model("pretrained", pre_config, build, pretrain, use_cache=use_cache)
+    m0, m0_metrics, m0_path = cached_model("pretrained", pre_config, build, pretrain, data=(public,), use_cache=use_cache)
 
     ft_config = {"stage": "finetune", "pretrained": pre_config, "epochs": ft_epochs,
                  "lr": prof.finetune_lr, "batch_size": prof.finetune_batch_size, "momentum": 0.0,
@@ -240,7 +262,8 @@ def prepare_pipeline(dataset: str = "mnist-5k", model: str | None = None, *, pro
                  seed=seed, device=device, progress=progress, desc="fine-tune M on Du")
         return {"test_accuracy": accuracy(m, test_split)}
 
-    m, m_metrics, m_path = cached_model("deployed", ft_config, build_from_m0, do_finetune, use_cache=use_cache)
+    m, m_metrics, m_path = cached_model("deployed", ft_config, build_from_m0, do_finetune, data=(private,),
+                                     use_cache=use_cache)
     m0.eval()
     m.eval()
     metrics = {"pretrained_test_accuracy": m0_metrics["test_accuracy"],

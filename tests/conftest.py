@@ -1,4 +1,10 @@
-"""Shared test settings: the quick profile, a non-interactive matplotlib backend."""
+"""Shared test settings: the quick profile and a non-interactive matplotlib backend.
+
+The tests run in one process with the course's adaptive threads (all cores on an idle machine).
+Results are bit-reproducible at a fixed thread count; a test that compares two runs bit for bit
+fixes it with ``COURSE_THREADS`` (tests/test_bad_inputs.py), and tests/test_threads.py exercises the
+adaptation itself.
+"""
 import os
 
 os.environ.setdefault("COURSE_PROFILE", "quick")

@@ -59,28 +59,47 @@ def test_clip_update_per_tensor_bounds_each_tensor():
 def test_obfuscation_without_noise_bounds_the_update_norm():
     original, unlearned = _pair(step=0.05)  # update norm far above C
     assert _norm(D.unlearning_update(original, unlearned)) > 3
-    defended = D.obfuscate(original, unlearned, 0.0)
+    defended = D.obfuscate(original, unlearned, 0.0, space="parameters")
     assert _norm(D.unlearning_update(original, defended)) == pytest.approx(1.2, rel=1e-4)
     # a short update passes unchanged
     original, unlearned = _pair(step=1e-5)
-    defended = D.obfuscate(original, unlearned, 0.0)
+    defended = D.obfuscate(original, unlearned, 0.0, space="parameters")
     assert torch.allclose(parameter_vector(defended), parameter_vector(unlearned), atol=1e-7)
 
 
 def test_obfuscation_noise_has_requested_std_and_is_seeded():
     original, unlearned = _pair(step=1e-6)
     sigma = 0.005
-    defended = D.obfuscate(original, unlearned, sigma, seed=3)
+    defended = D.obfuscate(original, unlearned, sigma, seed=3, space="parameters", noise="std")
     noise = parameter_vector(defended) - parameter_vector(unlearned)
     assert noise.numel() > 1000
     assert float(noise.std()) == pytest.approx(sigma, rel=0.1)
     assert abs(float(noise.mean())) < 3 * sigma / math.sqrt(noise.numel()) + 1e-6
-    again = D.obfuscate(original, unlearned, sigma, seed=3)
-    other = D.obfuscate(original, unlearned, sigma, seed=4)
+    again = D.obfuscate(original, unlearned, sigma, seed=3, space="parameters", noise="std")
+    other = D.obfuscate(original, unlearned, sigma, seed=4, space="parameters", noise="std")
     assert state_equal(defended, again)
     assert not state_equal(defended, other)
     # inputs untouched
     assert not torch.equal(parameter_vector(unlearned), parameter_vector(defended))
+
+
+def test_obfuscation_in_gradient_space_reads_sigma_as_the_variance_and_clips_the_gradient():
+    original, unlearned = _pair(step=1e-9)  # its gradient lies well inside the ball of radius C
+    s = 1e-3 / 128  # eta m / b of the paper's fine-tuning
+    assert not D.clipping_binds(original, unlearned, 1.2, step_scale=s)
+    sigma = 0.004
+    defended = D.obfuscate(original, unlearned, sigma, seed=3, step_scale=s)
+    noise = parameter_vector(defended) - parameter_vector(unlearned)
+    assert float(noise.std()) == pytest.approx(s * math.sqrt(sigma), rel=0.1)  # variance sigma, scaled by s
+    with pytest.raises(CourseError, match="step_scale"):
+        D.obfuscate(original, unlearned, sigma)
+    # an unlearning gradient longer than C is clipped to C (then scaled back into the weights)
+    original, unlearned = _pair(step=0.05)
+    g_norm = _norm(D.unlearning_update(original, unlearned)) / s
+    assert D.clipping_binds(original, unlearned, 1.2, step_scale=s) and g_norm > 1.2
+    clipped = D.obfuscate(original, unlearned, 0.0, step_scale=s)
+    assert _norm(D.unlearning_update(original, clipped)) == pytest.approx(1.2 * s, rel=1e-2)  # float32 weights
+    assert not D.clipping_binds(original, unlearned, 10 * g_norm, step_scale=s)
 
 
 # --------------------------------------------------------------------------- pruning
@@ -144,7 +163,7 @@ def test_unknown_defense_and_mismatched_models():
         D.get_defense("dropout")
     other = build_model("convnet", (1, 12, 12), 10, width=8)
     with pytest.raises(CourseError, match="same architecture"):
-        D.obfuscate(original, other, 0.001)
+        D.obfuscate(original, other, 0.001, space="parameters")
 
 
 def test_registry_has_the_papers_grids():
@@ -166,10 +185,10 @@ def test_accuracy_ratio_is_one_for_identical_models_and_drops_for_heavy_pruning(
 # --------------------------------------------------------------------------- evaluation (quick versions of the bars)
 
 def test_config_profiles_and_errors():
-    from course_lib.experiments.defenses import DefenseConfig
+    from course_lib.experiments.defense_evaluation import DefenseConfig
 
     quick = DefenseConfig.for_profile("quick")
-    assert quick.grid() == {n: (D.DEFENSES[n].paper_strengths[-1],) for n in D.PARAMETER_DEFENSES}
+    assert quick.grid() == {n: (D.get_defense(n).paper_strengths[-1],) for n in D.PARAMETER_DEFENSES}
     standard = DefenseConfig.for_profile("standard")
     assert standard.grid()["obfuscation"] == (0.001, 0.003, 0.005, 0.007)
     assert DefenseConfig.for_profile("full").samples == 100
@@ -187,9 +206,9 @@ def test_strongest_parameter_defenses_stop_feature_recovery():
     Seed 6 removes a digit that the quick inversion budget recovers (about 14.5 dB; most seeds do not),
     so the undefended baseline is a real recovery and the drop means something.
     """
-    from course_lib.experiments.defenses import evaluate_defenses
+    from course_lib.experiments.defense_evaluation import run_defenses
 
-    result = evaluate_defenses(profile="quick", seed=6, attacks=("recover",), progress=False)
+    result = run_defenses(profile="quick", seed=6, attacks=("recover",), progress=False)
     base = result.baseline_psnr()
     assert base >= 12.0
     table = result.table()
@@ -213,10 +232,10 @@ def test_strongest_parameter_defenses_stop_feature_recovery():
 
 
 def test_label_only_answers_leave_the_probability_attack_nothing():
-    from course_lib.experiments.defenses import DefenseConfig, evaluate_defenses
+    from course_lib.experiments.defense_evaluation import DefenseConfig, run_defenses
 
     cfg = DefenseConfig.for_profile("quick", grids=(("obfuscation", (0.007,)),))
-    result = evaluate_defenses(profile="quick", seed=0, attacks=("infer-label",), config=cfg, progress=False)
+    result = run_defenses(profile="quick", seed=0, attacks=("infer-label",), config=cfg, progress=False)
     k = len(result.settings["label_classes"])
     assert result.label_accuracy("none", 0.0, "probs") >= 0.8
     lo = [r for r in result.labels if r["defense"] == "label-only" and r["attack"] == "probs"][0]
@@ -233,9 +252,7 @@ def test_cli_defend_rejects_bad_input(capsys):
     assert main(["defend", "--defense", "pruning", "--strength", "1.5", "--profile", "quick"]) == 2
     assert "pruning share p" in capsys.readouterr().err
     assert main(["defend", "--defense", "label-only", "--strength", "0.5", "--profile", "quick"]) == 2
-    with pytest.raises(SystemExit) as exc:
-        main(["defend", "--defense", "dropout", "--strength", "0.1"])
-    assert exc.value.code == 2
+    assert main(["defend", "--defense", "dropout", "--strength", "0.1"]) == 2  # a usage error: exit code 2
 
 
 def test_cli_defend_label_only_json(capsys):

@@ -12,7 +12,7 @@ import torch
 from course_lib.attacks.gradient_estimation import (estimate_gradient, estimate_gradient_reference,
                                                     gradient_cosine, true_gradient, weight_difference)
 from course_lib.attacks.inversion import (InversionConfig, analytic_labels, cosine_loss, invert_gradient,
-                                          total_variation)
+                                          image_tv)
 from course_lib.data import Dataset
 from course_lib.errors import CourseError
 from course_lib.experiments.recovery import make_unlearning_case, objective_audit, run_recovery
@@ -28,10 +28,10 @@ def pipe():
 
 def test_total_variation_and_cosine_loss():
     flat = torch.zeros(2, 1, 5, 5)
-    assert torch.equal(total_variation(flat), torch.zeros(2))
+    assert torch.equal(image_tv(flat), torch.zeros(2))
     stripes = torch.zeros(1, 1, 4, 4)
     stripes[..., ::2] = 1.0  # every horizontal neighbour differs by 1, vertical ones by 0
-    assert float(total_variation(stripes)) == pytest.approx(1.0)
+    assert float(image_tv(stripes)) == pytest.approx(1.0)
     g = torch.tensor([3.0, 4.0])
     assert float(cosine_loss(g, g / 5)) == pytest.approx(0.0, abs=1e-7)
     assert float(cosine_loss(-g, g / 5)) == pytest.approx(2.0)
@@ -49,11 +49,11 @@ def test_estimate_points_along_plus_gradient(pipe):
 
 
 def test_float64_removes_rounding_and_reference_estimator_is_exact_for_one_batch(pipe):
-    case = make_unlearning_case(pipeline=pipe, unlearning="approximate", seed=3, precision="float64")
+    case = make_unlearning_case(setup=pipe, unlearning="approximate", seed=3, precision="float64")
     true = true_gradient(case.pretrained, case.forget)
     assert gradient_cosine(estimate_gradient(case.original, case.unlearned), true) > 0.9999
     # exact unlearning on 8 samples = one full-batch SGD step: the reference estimator is exact
-    case = make_unlearning_case(pipeline=pipe, unlearning="exact", train_size=8, seed=3, precision="float64")
+    case = make_unlearning_case(setup=pipe, unlearning="exact", train_size=8, seed=3, precision="float64")
     true = true_gradient(case.pretrained, case.forget)
     plain = gradient_cosine(estimate_gradient(case.original, case.unlearned), true)
     ref = estimate_gradient_reference(case.original, case.unlearned, case.pretrained, train_size=8)
@@ -88,15 +88,15 @@ def test_batched_restarts_equal_sequential_restarts():
     loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 2]), reduction="sum")
     target = torch.autograd.grad(loss, list(model.parameters()))
     cfg = InversionConfig(restarts=3, iterations=12, progress=False, prune_at=())
-    a = invert_gradient(model, target, input_shape=(6,), num_classes=3, num_samples=2, labels=[0, 2], config=cfg,
+    a = invert_gradient(model, target, input_shape=(6,), num_classes=3, num_forget=2, labels=[0, 2], config=cfg,
                         seed=1)
-    b = invert_gradient(model, target, input_shape=(6,), num_classes=3, num_samples=2, labels=[0, 2],
+    b = invert_gradient(model, target, input_shape=(6,), num_classes=3, num_forget=2, labels=[0, 2],
                         config=InversionConfig(**{**cfg.__dict__, "batched": False}), seed=1)
     assert torch.allclose(a.all_images, b.all_images, atol=1e-5)
     assert a.cost["restart_iterations"] == b.cost["restart_iterations"] == 36
     assert a.images.shape == (2, 6) and 0 <= float(a.images.min()) and float(a.images.max()) <= 1
     # a budget so small that a pruning point rounds to step 0 prunes nothing there (no loss yet)
-    tiny = invert_gradient(model, target, input_shape=(6,), num_classes=3, num_samples=2, labels=[0, 2],
+    tiny = invert_gradient(model, target, input_shape=(6,), num_classes=3, num_forget=2, labels=[0, 2],
                            config=InversionConfig(restarts=4, iterations=5, progress=False, prune_at=(0.1, 0.5)),
                            seed=1)
     assert tiny.cost["restart_iterations"] == 2 * 4 + 3 * 1  # 4 restarts, then a quarter of them from step 2
@@ -108,13 +108,13 @@ def test_bad_inputs_raise_course_errors(pipe):
         invert_gradient(pipe.deployed, zero, input_shape=(1, 28, 28), num_classes=10)
     with pytest.raises(CourseError, match="labels"):
         invert_gradient(pipe.deployed, [torch.ones_like(p) for p in pipe.deployed.parameters()],
-                        input_shape=(1, 28, 28), num_classes=10, num_samples=2, labels=[1])
+                        input_shape=(1, 28, 28), num_classes=10, num_forget=2, labels=[1])
     with pytest.raises(CourseError):
         InversionConfig.for_profile("quick", restarts=0)
     with pytest.raises(CourseError):
         InversionConfig.for_profile("quick", colour="red")
     with pytest.raises(CourseError):
-        run_recovery(pipeline=pipe, unlearning="forget-me", progress=False)
+        run_recovery(setup=pipe, unlearning="forget-me", progress=False)
 
 
 def test_tv_continuation_schedule():
@@ -153,7 +153,7 @@ def test_removed_mnist_digit_is_recovered_in_place(spatial_pipe):
     """
     psnr, base = [], []
     for seed in (1, 2, 6):
-        r = run_recovery(pipeline=spatial_pipe, unlearning="approximate", seed=seed, progress=False,
+        r = run_recovery(setup=spatial_pipe, unlearning="approximate", seed=seed, progress=False,
                          profile="quick")
         psnr.append(r.samples[0]["psnr"])
         base.append(r.summary["baseline_mean_image_psnr"])
@@ -168,7 +168,7 @@ def test_objective_audit_scores_the_truth_exactly_at_m0(spatial_pipe):
     digit shifted by two pixels -- scores clearly worse; the terms add up; a candidate of the
     wrong shape is refused.
     """
-    case = make_unlearning_case(pipeline=spatial_pipe, unlearning="approximate", seed=0)
+    case = make_unlearning_case(setup=spatial_pipe, unlearning="approximate", seed=0)
     shifted = torch.roll(case.forget.x.float(), shifts=2, dims=-1)
     rows = {(r["model"], r["candidate"]): r for r in objective_audit(case, shifted)}
     assert set(rows) == {(m, c) for m in ("M", "M0") for c in ("removed sample", "recovery")}
@@ -212,7 +212,7 @@ def test_stable_cross_entropy_keeps_the_true_class_gradient():
 
 def test_approximate_unlearning_leaks_the_digit(digits_pipe):
     """The same attack on scikit-learn's 8x8 digits (a 2x2 classifier grid): one removed digit."""
-    result = run_recovery(pipeline=digits_pipe, unlearning="approximate", seed=1, progress=False, profile="quick")
+    result = run_recovery(setup=digits_pipe, unlearning="approximate", seed=1, progress=False, profile="quick")
     psnr = result.samples[0]["psnr"]
     assert psnr >= 25.0
     assert psnr >= result.summary["baseline_mean_image_psnr"] + 10.0
@@ -229,7 +229,7 @@ def test_exact_unlearning_of_a_small_training_set_leaks(digits_pipe):
     """
     psnr, base = [], []
     for j in range(3):
-        r = run_recovery(pipeline=digits_pipe, unlearning="exact", train_size=8, forget=[j], seed=0, progress=False,
+        r = run_recovery(setup=digits_pipe, unlearning="exact", train_size=8, forget=[j], seed=0, progress=False,
                          profile="quick", smooth_beta=0)
         psnr.append(r.samples[0]["psnr"])
         base.append(r.summary["baseline_mean_image_psnr"])
@@ -246,7 +246,7 @@ def test_exact_unlearning_on_mnist_leaks_when_the_server_knows_theta0_and_n(spat
     """
     ref, diff, base = [], [], []
     for j in range(2):
-        kw = dict(pipeline=spatial_pipe, unlearning="exact", train_size=8, forget=[j], seed=0, progress=False,
+        kw = dict(setup=spatial_pipe, unlearning="exact", train_size=8, forget=[j], seed=0, progress=False,
                   profile="quick")
         r = run_recovery(estimator="reference", **kw)
         assert r.summary["estimate_cosine"] > 0.9999
@@ -279,7 +279,7 @@ def test_several_samples_recovered_jointly_and_matched(digits_pipe):
 
     Measured on a clean clone: best 16.4 dB against a mean-image baseline of 11.7 dB.
     """
-    r = run_recovery(pipeline=digits_pipe, unlearning="approximate", num_unlearn=4, seed=0, progress=False,
+    r = run_recovery(setup=digits_pipe, unlearning="approximate", num_forget=4, seed=0, progress=False,
                      profile="quick")
     assert len(r.samples) == 4 and len({s["index"] for s in r.samples}) == 4
     assert max(s["psnr"] for s in r.samples) >= r.summary["baseline_mean_image_psnr"] + 3.0
@@ -287,8 +287,8 @@ def test_several_samples_recovered_jointly_and_matched(digits_pipe):
 
 def test_exact_unlearning_leaks_only_within_one_batch(pipe):
     """The reference estimator is exact for N <= b (one batch) and loses the sample beyond it."""
-    one_batch = make_unlearning_case(pipeline=pipe, unlearning="exact", train_size=16, seed=5)
-    two_batches = make_unlearning_case(pipeline=pipe, unlearning="exact", train_size=200, seed=5)
+    one_batch = make_unlearning_case(setup=pipe, unlearning="exact", train_size=16, seed=5)
+    two_batches = make_unlearning_case(setup=pipe, unlearning="exact", train_size=200, seed=5)
     cos = []
     for case, n in ((one_batch, 16), (two_batches, 200)):
         ref = estimate_gradient_reference(case.original, case.unlearned, case.pretrained, train_size=n)
@@ -297,7 +297,7 @@ def test_exact_unlearning_leaks_only_within_one_batch(pipe):
 
 
 def test_unknown_label_is_inferred(pipe):
-    result = run_recovery(pipeline=pipe, unlearning="approximate", label="unknown", seed=2, progress=False,
+    result = run_recovery(setup=pipe, unlearning="approximate", label="unknown", seed=2, progress=False,
                           profile="quick", iterations=30, restarts=2)
     assert result.samples[0]["inferred_label"] == result.samples[0]["label"]
     assert result.summary["analytic_labels"] == [result.samples[0]["label"]]

@@ -96,3 +96,17 @@ def test_mean_image_baseline():
     train = torch.stack([torch.zeros(1, 4, 4), torch.full((1, 4, 4), 0.2)])
     vals = metrics.baseline_mean_image_psnr(train, torch.zeros(1, 1, 4, 4))
     assert vals == pytest.approx([20.0])
+
+
+def test_lpips_refuses_vgg_weights_that_do_not_have_the_published_hash(tmp_path, monkeypatch):
+    import torch.hub
+
+    from course_lib import metrics as M
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(M, "_LPIPS_CACHE", {})
+    fake = M.vgg_weights_path()
+    fake.parent.mkdir(parents=True)
+    fake.write_bytes(b"not the VGG-16 weights, and certainly nothing to unpickle")
+    value, reason = M.lpips_distance(torch.rand(1, 8, 8), torch.rand(1, 8, 8))
+    assert value is None and "published hash" in reason

@@ -9,8 +9,8 @@ from torch import nn
 
 from course_lib.attacks.blackbox import BlackBoxAPI
 from course_lib.attacks.label_only import infer_label_only
-from course_lib.attacks.probing import (ProbeConfig, build_probes, calibrate_probes, confidence_drop,
-                                        infer_unlearned_label, margin_loss, probe_unlearned, top_k_classes)
+from course_lib.attacks.probes import ProbeConfig, build_probes, calibrate_probes, margin_loss
+from course_lib.attacks.unlearned_label import confidence_drop, infer_unlearned_label, probe_unlearned, top_k_classes
 from course_lib.cli import main
 from course_lib.errors import CourseError
 
@@ -142,7 +142,7 @@ def test_probe_construction_refuses_a_label_only_api():
 
 @pytest.fixture(scope="module")
 def quick_result():
-    from course_lib.experiments.probing import run_label_inference
+    from course_lib.experiments.label_inference import run_label_inference
 
     return run_label_inference("mnist-5k", profile="quick", seed=0, progress=False)
 
@@ -179,7 +179,7 @@ def test_quick_bars_label_only_and_top_k(quick_result):
 
 
 def test_probing_a_model_that_unlearned_nothing_finds_no_drop():
-    from course_lib.experiments.probing import prepare_probing
+    from course_lib.experiments.probing_setup import prepare_probing
 
     setup = prepare_probing("mnist-5k", profile="quick", seed=0, progress=False)
     probes = setup.probes(4, "nes", progress=False)
@@ -191,12 +191,12 @@ def test_probing_a_model_that_unlearned_nothing_finds_no_drop():
 
 def test_update_anatomy_splits_the_approximate_update_and_explains_misses():
     """Chapter 4's 'why the attack misses a class': head / features / top-sample parts of eq. 13's update."""
-    from course_lib.experiments.probing import prepare_probing
-    from course_lib.experiments.update_anatomy import PARTS, anatomy_of_approximate_unlearning
+    from course_lib.experiments.probing_setup import prepare_probing
+    from course_lib.experiments.update_anatomy import PARTS, run_update_anatomy
 
     setup = prepare_probing("mnist-5k", profile="quick", seed=0, progress=False)
     probes = setup.probes(4, "nes", progress=False)
-    anatomy = anatomy_of_approximate_unlearning(setup, probes, progress=False)
+    anatomy = run_update_anatomy(setup, probes, progress=False)
     assert [r.unlearned_class for r in anatomy.rows] == list(range(10))
     # the "whole" part is the model the attack faces: same beta as probing setup.unlearn(...)
     for c in (0, 7):
@@ -214,8 +214,8 @@ def test_update_anatomy_splits_the_approximate_update_and_explains_misses():
     assert len(table) == 10 and {f"inferred ({p})" for p in PARTS} <= set(table.columns)
     json.dumps(anatomy.to_dict())
     anatomy.plot(0)
-    with pytest.raises(CourseError, match="fraction"):
-        anatomy_of_approximate_unlearning(setup, probes, fraction=0.0, progress=False)
+    with pytest.raises(CourseError, match="forget share"):
+        run_update_anatomy(setup, probes, forget_share=0.0, progress=False)
     with pytest.raises(CourseError, match="part"):
         anatomy.accuracy("bias")
 
@@ -249,7 +249,7 @@ def test_cli_infer_label_top_k_through_a_label_only_api():
 
 @pytest.mark.parametrize("args, message", [
     (["--forget-class", "12"], "does not exist"),
-    (["--forget-class", "2", "--fraction", "1.5"], "p_u"),
+    (["--forget-class", "2", "--forget-share", "1.5"], "p_u"),
     (["--forget-classes", "1,1"], "distinct"),
 ])
 def test_cli_infer_label_bad_input_exits_2(capsys, args, message):
@@ -259,6 +259,4 @@ def test_cli_infer_label_bad_input_exits_2(capsys, args, message):
 
 
 def test_cli_infer_label_needs_a_class_choice():
-    with pytest.raises(SystemExit) as exc:
-        main(["infer-label", "--profile", "quick"])
-    assert exc.value.code == 2
+    assert main(["infer-label", "--profile", "quick"]) == 2  # a usage error: exit code 2

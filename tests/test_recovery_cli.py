@@ -5,7 +5,7 @@ from course_lib.cli import main
 
 
 def test_recover_json_german_credit(tmp_path, capsys):
-    code = main(["recover", "--dataset", "german-credit", "--num-unlearn", "2", "--iterations", "200",
+    code = main(["recover", "--dataset", "german-credit", "--num-forget", "2", "--iterations", "200",
                  "--profile", "quick", "--seed", "1", "--out", str(tmp_path), "--json"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
@@ -15,7 +15,7 @@ def test_recover_json_german_credit(tmp_path, capsys):
         assert row["rmse"] < 0.2
     assert {"mean_rmse", "median_rmse"} <= set(out["summary"])
     assert out["cost"]["iterations"] == 200 and out["cost"]["seconds"] > 0
-    assert out["settings"]["num_unlearn"] == 2 and out["settings"]["unlearning"] == "approximate"
+    assert out["settings"]["num_forget"] == 2 and out["settings"]["unlearning"] == "approximate"
     assert out["figure"].endswith(".png") and (tmp_path / out["figure"].split("/")[-1]).exists()
 
 
@@ -33,9 +33,9 @@ def test_recover_images_unknown_label_json(tmp_path, capsys):
 
 
 def test_recover_bad_input_exits_2(tmp_path, capsys):
-    assert main(["recover", "--num-unlearn", "0", "--profile", "quick", "--out", str(tmp_path)]) == 2
-    assert "--num-unlearn" in capsys.readouterr().err
-    assert main(["recover", "--train-size", "4", "--num-unlearn", "9", "--profile", "quick",
+    assert main(["recover", "--num-forget", "0", "--profile", "quick", "--out", str(tmp_path)]) == 2
+    assert "--num-forget" in capsys.readouterr().err
+    assert main(["recover", "--train-size", "4", "--num-forget", "9", "--profile", "quick",
                  "--out", str(tmp_path)]) == 2
-    assert "num_unlearn" in capsys.readouterr().err
+    assert "num_forget" in capsys.readouterr().err
     assert main(["recover", "--dataset", "cifar-11", "--profile", "quick", "--out", str(tmp_path)]) == 2

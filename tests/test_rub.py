@@ -13,8 +13,8 @@ from course_lib.results import read_rows
 from course_lib.models import build_model, classifier_head
 from course_lib.train import accuracy, train_model
 from course_lib.unlearn import CLASSIFICATION_METHODS
-from course_lib.unlearn.methods import (forget_accuracy, influence_unlearning, saliency_mask, salun,
-                                       woodfisher_inverse_product)
+from course_lib.unlearn.classification import influence_unlearning, saliency_mask, salun, woodfisher_inverse_product
+from course_lib.unlearn.common import forget_accuracy
 
 
 @pytest.fixture(scope="module")
@@ -145,16 +145,16 @@ def test_uma_stays_in_the_ball_and_maps_back(digits_model):
     unlearned = CLASSIFICATION_METHODS.get("GA")(model, forget, retain, lr=1e-3, epochs=20, seed=0)
     x = forget.x[:40]
     eps = 16 / 255
-    res = unlearning_mapping_attack(unlearned, model, x, eps=eps, steps=10, seed=0)
+    res = unlearning_mapping_attack(model, unlearned, x, eps=eps, steps=10, seed=0)
     assert (res.x_adv - x).abs().max() <= eps + 1e-6
     assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
     assert (res.divergence_after <= res.divergence_before + 1e-6).all()
     assert res.divergence_after.mean() < 0.7 * res.divergence_before.mean()
     assert res.cost()["gradient_evaluations"] == 40 * 10 and res.seconds > 0
-    none = unlearning_mapping_attack(unlearned, model, x, eps=0.0, steps=10)
+    none = unlearning_mapping_attack(model, unlearned, x, eps=0.0, steps=10)
     assert torch.equal(none.x_adv, x) and none.steps == 0
     with pytest.raises(CourseError):
-        unlearning_mapping_attack(unlearned, model, x, eps=-0.1)
+        unlearning_mapping_attack(model, unlearned, x, eps=-0.1)
     v = robustness_verdict(res.divergence_after, res.divergence_before, torch.zeros(5), eps1=0.5, eps2=0.1)
     assert set(v) >= {"robust", "mapped_back_share", "forgets", "keeps_utility"}
 

@@ -12,7 +12,7 @@ Public API (chapter 4 and the defenses of chapter 6 call it)
 
     Every call adds ``N`` to ``api.queries``; ``api.reset_queries()`` sets it back to 0.
 
-The attack code of :mod:`course_lib.attacks.probing` and :mod:`course_lib.attacks.label_only`
+The attack code of :mod:`course_lib.attacks.probes` and :mod:`course_lib.attacks.label_only`
 receives only ``BlackBoxAPI`` objects: the model is held in a private attribute, gradients are
 never computed (queries run under ``torch.no_grad``), and nothing but the outputs above leaves the
 object.
@@ -32,7 +32,30 @@ from ..errors import CourseError, check_choice
 OUTPUTS = ("probs", "labels")
 
 
-class BlackBoxAPI:
+class PredictionAPI:
+    """What the black-box attacks accept: something with ``query(x)``, ``output``, ``name`` and ``queries``.
+
+    :class:`BlackBoxAPI` serves a model; :class:`RecordedAPI` replays answers recorded earlier.
+    """
+
+    output: str = "probs"
+    name: str = "model"
+    queries: int = 0
+    _input_shape: tuple[int, ...] | None = None
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """Shape of one input the API accepts (``None`` until known)."""
+        return self._input_shape
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, output={self.output!r}, queries={self.queries})"
+
+
+class BlackBoxAPI(PredictionAPI):
     """A query-counting prediction API around ``model``; see the module docstring.
 
     Parameters
@@ -102,10 +125,28 @@ class BlackBoxAPI:
             raise CourseError("query got an empty batch; send at least one input.")
         return torch.cat(outs)
 
-    @property
-    def input_shape(self) -> tuple[int, ...] | None:
-        """Shape of one input the API accepts (``None`` until known)."""
-        return self._input_shape
 
-    def __repr__(self) -> str:
-        return f"BlackBoxAPI(name={self.name!r}, output={self.output!r}, queries={self.queries})"
+
+class RecordedAPI(PredictionAPI):
+    """The answers ``api`` gave to ``inputs``, replayed without the model (chapter 6).
+
+    In the threat model the user queries M *before* unlearning and M_u after: once M has been
+    replaced it is no longer served, so the attacker keeps M's answers. Recording them also saves
+    the repeated queries of M that every defended setting would otherwise cost. A replay costs no
+    new queries (``queries`` stays 0; ``recorded_queries`` is what the recording cost); asking for
+    any other input than the recorded one is a :class:`CourseError`.
+    """
+
+    def __init__(self, api: PredictionAPI, inputs: torch.Tensor):
+        before = api.queries
+        self._inputs = torch.as_tensor(inputs).detach().clone()
+        self._answers = api.query(self._inputs)
+        self.recorded_queries = api.queries - before
+        self.output, self.name, self.queries = api.output, api.name, 0
+        self._input_shape = tuple(self._inputs.shape[1:])
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(x)
+        if x.shape != self._inputs.shape or not torch.equal(x.to(self._inputs.dtype), self._inputs):
+            raise CourseError("The recorded answers cover only the inputs they were recorded for.")
+        return self._answers.clone()

@@ -9,7 +9,7 @@ Public API (also used by the defenses of chapter 6)
     gradient dL/dtheta, in the sign convention of :mod:`course_lib.unlearn.paper` (gradient
     descent subtracted g when the model learned the samples, so unlearning moves along +g).
     This is the target that :func:`course_lib.attacks.inversion.invert_gradient` matches.
-``estimate_gradient_reference(original, unlearned, pretrained, train_size, num_removed=1)``
+``estimate_gradient_reference(original, unlearned, pretrained, train_size, num_forget=1)``
     The estimator of the "when does exact unlearning leak?" lab: an attacker who also knows the
     starting point theta_0 (the public M0) and the training-set size N undoes the 1/N of the mean
     loss. Exact for one full-batch step of SGD, approximate otherwise.
@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..data import Dataset
+from ..models import flatten
 from ..errors import CourseError
 
 
@@ -73,7 +74,7 @@ def estimate_gradient(original: nn.Module, unlearned: nn.Module) -> list[torch.T
 
 
 def estimate_gradient_reference(original: nn.Module, unlearned: nn.Module, pretrained: nn.Module, *,
-                                train_size: int, num_removed: int = 1) -> list[torch.Tensor]:
+                                train_size: int, num_forget: int = 1) -> list[torch.Tensor]:
     """Estimate +g when the attacker also knows theta_0 (M0) and the training-set size N.
 
     Exact unlearning fine-tunes M0 on N samples (M) and on the N - k others (M_u). For one
@@ -87,19 +88,14 @@ def estimate_gradient_reference(original: nn.Module, unlearned: nn.Module, pretr
     in, which is why exact unlearning on large training sets hides the sample. With several
     mini-batches, epochs or momentum the identity only holds approximately (chapter 2's lab).
     """
-    if train_size <= num_removed or num_removed < 1:
-        raise CourseError(f"train_size ({train_size}) must exceed num_removed ({num_removed}) >= 1.")
+    if train_size <= num_forget or num_forget < 1:
+        raise CourseError(f"train_size ({train_size}) must exceed num_forget ({num_forget}) >= 1.")
     t0, t, tu = _params(pretrained), _params(original), _params(unlearned)
     _check_same(t0, t, "pre-trained and original models")
     _check_same(t, tu, "original and unlearned models")
-    n, k = float(train_size), float(num_removed)
+    n, k = float(train_size), float(num_forget)
     return [n * (a.cpu().double() - b.cpu().double()) - (n - k) * (a.cpu().double() - c.cpu().double())
             for a, b, c in zip(t0, t, tu)]
-
-
-def flatten(grads: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Concatenate a list of per-parameter tensors into one float64 vector."""
-    return torch.cat([torch.as_tensor(g).detach().reshape(-1).cpu().double() for g in grads])
 
 
 def gradient_cosine(estimate: Sequence[torch.Tensor], true_gradient: Sequence[torch.Tensor]) -> float:
@@ -153,4 +149,4 @@ def gradient_shares(model: nn.Module, samples: Dataset) -> torch.Tensor:
 
 
 __all__ = ["weight_difference", "estimate_gradient", "estimate_gradient_reference", "gradient_cosine",
-           "true_gradient", "flatten", "gradient_shares"]
+           "true_gradient", "gradient_shares"]

@@ -40,8 +40,8 @@ from tqdm.auto import tqdm
 
 from ..budgets import Budget
 from ..errors import CourseError
-from .blackbox import BlackBoxAPI
-from .probing import top_k_classes
+from .blackbox import BlackBoxAPI, PredictionAPI
+from .unlearned_label import top_k_classes
 
 
 @dataclass(frozen=True)
@@ -243,7 +243,7 @@ def build_boundary_probes(api: BlackBoxAPI, *, num_classes: int, input_shape, co
 
     Used by chapter 4 and chapter 6.
     """
-    if not isinstance(api, BlackBoxAPI):
+    if not isinstance(api, PredictionAPI):
         raise CourseError("build_boundary_probes needs a BlackBoxAPI: the attacker only has query access.")
     cfg = (config or LabelOnlyConfig.for_profile()).validated()
     input_shape = tuple(int(s) for s in input_shape)
@@ -307,7 +307,7 @@ def probe_unlearned_labels(original_api: BlackBoxAPI, unlearned_api: BlackBoxAPI
     Used by chapter 4 and chapter 6.
     """
     for api in (original_api, unlearned_api):
-        if api is not None and not isinstance(api, BlackBoxAPI):
+        if api is not None and not isinstance(api, PredictionAPI):
             raise CourseError("probe_unlearned_labels needs BlackBoxAPI objects (query access only).")
     start = time.perf_counter()
     q0 = original_api.queries if original_api is not None else 0
@@ -336,6 +336,6 @@ def infer_label_only(original, unlearned, probes: BoundaryProbes, *, k: int = 1)
     Used by chapter 4 and chapter 6.
     """
     def as_api(obj, name):
-        return obj if isinstance(obj, BlackBoxAPI) else BlackBoxAPI(obj, "labels", name=name)
+        return obj if isinstance(obj, PredictionAPI) else BlackBoxAPI(obj, "labels", name=name)
 
     return probe_unlearned_labels(as_api(original, "original"), as_api(unlearned, "unlearned"), probes, k=k)

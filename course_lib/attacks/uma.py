@@ -14,7 +14,7 @@ L-inf ball and the [0, 1] pixel box, keeping for each sample the delta with the 
 
 Proposition 4 (robust unlearning) asks that, for every x in D_u, even the best delta leaves the
 outputs more than eps1 apart, ||f_u(x + delta) - f(x)|| > eps1; :func:`robustness_verdict` checks
-it on the attack's result with the total-variation norm (:func:`total_variation`).
+it on the attack's result with the total-variation distance (:func:`tv_distance`).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def kl_to_original(log_p_u: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
     return (log_p_u.exp() * (log_p_u - log_p)).sum(1)
 
 
-def total_variation(log_p_u: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+def tv_distance(log_p_u: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
     """Total-variation distance 1/2 ||p_u - p||_1 per row ``(N,)``, in [0, 1].
 
     Propositions 3-4 measure closeness with a norm of the outputs; we use this one because it is
@@ -46,26 +46,27 @@ def total_variation(log_p_u: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _compare_outputs(distance, model_u: nn.Module, model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+def _compare_outputs(distance, original: nn.Module, unlearned: nn.Module, x: torch.Tensor,
+                     batch_size: int) -> torch.Tensor:
     """``distance(log f_u(x), log f(x))`` per sample ``(N,)``, both models in eval mode, in batches."""
-    model_u.eval()
-    model.eval()
-    device = next(model_u.parameters()).device
+    unlearned.eval()
+    original.eval()
+    device = next(unlearned.parameters()).device
     out = []
     for s in range(0, len(x), batch_size):
         xb = x[s:s + batch_size].to(device)
-        out.append(distance(F.log_softmax(model_u(xb), 1), F.log_softmax(model(xb), 1)).cpu())
+        out.append(distance(F.log_softmax(unlearned(xb), 1), F.log_softmax(original(xb), 1)).cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
-def output_distance(model_u: nn.Module, model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """||f_u(x) - f(x)|| as total variation per sample ``(N,)`` in [0, 1] (eq. 1, Proposition 4)."""
-    return _compare_outputs(total_variation, model_u, model, x, batch_size)
+def output_distance(original: nn.Module, unlearned: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """||f_u(x) - f(x)|| as total-variation distance per sample ``(N,)`` in [0, 1] (eq. 1, Proposition 4)."""
+    return _compare_outputs(tv_distance, original, unlearned, x, batch_size)
 
 
-def output_divergence(model_u: nn.Module, model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+def output_divergence(original: nn.Module, unlearned: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """D[f_u(x), f(x)] = KL(f_u(x) || f(x)) per sample ``(N,)`` (nats), both models in eval mode."""
-    return _compare_outputs(kl_to_original, model_u, model, x, batch_size)
+    return _compare_outputs(kl_to_original, original, unlearned, x, batch_size)
 
 
 @dataclass
@@ -106,15 +107,15 @@ class UMAResult:
                 "gradient_evaluations": self.gradient_evaluations, "seconds": round(self.seconds, 3)}
 
 
-def unlearning_mapping_attack(unlearned: nn.Module, original: nn.Module, x: torch.Tensor, *, eps: float,
+def unlearning_mapping_attack(original: nn.Module, unlearned: nn.Module, x: torch.Tensor, *, eps: float,
                               steps: int = 20, step_size: float | None = None, random_start: bool = True,
                               seed: int = 0, batch_size: int = 256, progress: bool = False) -> UMAResult:
     """Run UMA (eq. 2) on the forget inputs ``x`` ``(N, C, H, W)`` in [0, 1]; used in chapter 5.
 
     Parameters
     ----------
-    unlearned, original:
-        f_u and f. Only the input is optimised; neither model changes (both in eval mode).
+    original, unlearned:
+        f and f_u. Only the input is optimised; neither model changes (both in eval mode).
     eps:
         L-inf radius in [0, 1] pixel units (RUB: 8/255 and 16/255). ``eps = 0`` returns x unchanged.
     steps, step_size:
@@ -177,8 +178,8 @@ def unlearning_mapping_attack(unlearned: nn.Module, original: nn.Module, x: torc
             else:
                 bar.update(len(xb))
             with torch.no_grad():
-                tv0.append(total_variation(F.log_softmax(unlearned(xb), 1), log_p).cpu())
-                tv1.append(total_variation(F.log_softmax(unlearned(best_x), 1), log_p).cpu())
+                tv0.append(tv_distance(F.log_softmax(unlearned(xb), 1), log_p).cpu())
+                tv1.append(tv_distance(F.log_softmax(unlearned(best_x), 1), log_p).cpu())
             advs.append(best_x.cpu())
             before.append(d0.cpu())
             after.append(best_d.cpu())
@@ -203,7 +204,7 @@ def robustness_verdict(distance_after: torch.Tensor, distance_forget: torch.Tens
         ||f_u(x) - f(x)|| without attack on forget and on retain samples (condition (1)).
     eps1, eps2:
         The margins of eq. (1): forgetting means E_{D_u} > eps1, utility means E_{D_r} <= eps2.
-        The runner uses total variation (:func:`total_variation`), eps1 = 0.5, eps2 = 0.1.
+        The runner uses total variation (:func:`tv_distance`), eps1 = 0.5, eps2 = 0.1.
 
     Returns
     -------

@@ -83,6 +83,8 @@ def finish(args: argparse.Namespace, result, stem: str, text: str | None = None,
     payload = {**result.to_dict(), **(extra or {})}
     paths = write_result(args.out, safe_stem(stem), payload, result.plot())
     payload["files"] = paths
+    if "figure" in paths:
+        payload["figure"] = paths["figure"]
     body = text if text is not None else result.text()
     lines = [body, f"results: {paths['json']}"] + ([f"figure: {paths['figure']}"] if "figure" in paths else [])
     emit(payload, args.json, "\n".join(lines))

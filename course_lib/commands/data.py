@@ -1,7 +1,7 @@
 """``course-lib data list|download NAME``."""
 from __future__ import annotations
 
-from ..data import REGISTRY, download, is_available
+from ..data import DATASETS, download, is_available
 
 
 def register(sub) -> None:
@@ -20,7 +20,7 @@ def run_list(args) -> int:
     from .common import emit
 
     rows = []
-    for name, spec in REGISTRY.items():
+    for name, spec in ((e.name, e.obj) for e in DATASETS.entries()):
         ok, why = is_available(name)
         rows.append({"name": name, "available": ok, "embedded": spec.embedded, "why": why,
                      "description": spec.description})
@@ -33,9 +33,8 @@ def run_list(args) -> int:
 def run_download(args) -> int:
     from .common import emit
 
-    spec = REGISTRY.get(args.name)
     path = download(args.name)
     msg = (f"{args.name} ships inside an installed package; nothing to download."
-           if spec is not None and spec.embedded else f"{args.name} downloaded to {path}")
+           if DATASETS.get(args.name).embedded else f"{args.name} downloaded to {path}")
     emit({"name": args.name, "path": str(path)}, args.json, msg)
     return 0

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..data import dataset_names
-from .common import add_common, parse_int_list
+from .common import add_recipe_options, finish, non_negative_int, output_folder, parse_int_list, positive_int
 
 
 def register(sub) -> None:
@@ -14,19 +13,17 @@ def register(sub) -> None:
                     "more classes, and infer the unlearned class(es) from black-box queries only: probes "
                     "built on M (ZOO or NES) and their confidence drop on the unlearned model (eqs. 7-11), "
                     "or boundary probes through a label-only API.")
-    p.add_argument("--dataset", default="mnist-5k",
-                   help=f"one of {', '.join(dataset_names())}, or folder:PATH (default mnist-5k)")
     p.add_argument("--unlearning", choices=("approximate", "exact"), default="approximate",
                    help="unlearning method (default approximate)")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--forget-class", type=int, default=None, metavar="C", help="unlearn class C")
+    which.add_argument("--forget-class", type=non_negative_int, default=None, metavar="C", help="unlearn class C")
     which.add_argument("--forget-classes", type=parse_int_list, default=None, metavar="C1,C2,...",
                        help="unlearn several classes at once; the attack answers the top-K")
     which.add_argument("--all-classes", action="store_true",
                        help="unlearn each class in turn and report the accuracy (Table 3)")
-    p.add_argument("--fraction", type=float, default=1.0, metavar="P",
+    p.add_argument("--forget-share", type=float, default=1.0, metavar="P",
                    help="share p_u of each class's samples that is unlearned, in (0, 1] (default 1.0)")
-    p.add_argument("--probes-per-class", type=int, default=None, metavar="M",
+    p.add_argument("--probes-per-class", type=positive_int, default=None, metavar="M",
                    help="probes per class (default: the profile's, 10 at standard)")
     p.add_argument("--probe-method", choices=("zoo", "nes"), default="nes",
                    help="zeroth-order estimator for the probes: nes (query-efficient, default) or zoo "
@@ -34,26 +31,25 @@ def register(sub) -> None:
     p.add_argument("--api", choices=("probs", "labels"), default="probs",
                    help="what the server answers: probability vectors (default) or labels only")
     p.add_argument("--no-cache", action="store_true", help="rebuild the probes instead of loading cached ones")
-    add_common(p)
+    add_recipe_options(p, out="results/infer-label", model=False)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .common import emit
-    from ..experiments.probing import run_infer_label
+    from ..experiments.label_inference import run_label_attack
 
+    output_folder(args)
     classes = None
     if args.forget_class is not None:
         classes = [args.forget_class]
     elif args.forget_classes is not None:
         classes = args.forget_classes
-    result = run_infer_label(args.dataset, unlearning=args.unlearning, forget_classes=classes,
-                             all_classes=args.all_classes, fraction=args.fraction,
+    result = run_label_attack(args.dataset, unlearning=args.unlearning, forget_classes=classes,
+                             all_classes=args.all_classes, forget_share=args.forget_share,
                              probes_per_class=args.probes_per_class, probe_method=args.probe_method,
                              api=args.api, profile=args.profile, seed=args.seed, use_cache=not args.no_cache,
                              progress=not args.json)
-    d = result.to_dict()
-    lines = [f"{result.dataset}, {result.unlearning} unlearning of p_u = {result.fraction}, "
+    lines = [f"{result.dataset}, {result.unlearning} unlearning of p_u = {result.forget_share}, "
              f"{'probability' if result.api == 'probs' else 'label-only'} API"
              + (f", {result.probes_per_class} {result.probe_method} probes per class" if result.api == "probs" else "")]
     score = "confidence drop" if result.api == "probs" else "flip share"
@@ -66,5 +62,5 @@ def run(args: argparse.Namespace) -> int:
     q = result.queries
     lines.append(f"queries: {q['construction']} to build the probes"
                  + (" (cached)" if q.get("probes_from_cache") else "") + f", {q['probing']} to probe")
-    emit(d, args.json, "\n".join(lines))
-    return 0
+    return finish(args, result, f"infer-label-{result.dataset}-{args.unlearning}-{args.api}-seed{args.seed}",
+                  "\n".join(lines))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import __version__
 from ..config import data_root, describe_device, get_device, get_profile
-from ..data import REGISTRY, is_available
+from ..data import DATASETS, is_available
 from ..threads import thread_info
 from .common import add_common
 
@@ -15,14 +15,15 @@ def register(sub) -> None:
 
 
 def collect(profile: str | None = None) -> dict:
+    device = get_device()  # a bad COURSE_DEVICE / profile is reported before any dataset is read
+    profile_name = get_profile(profile).name
     datasets = []
-    for name, spec in REGISTRY.items():
+    for name, spec in ((e.name, e.obj) for e in DATASETS.entries()):
         ok, why = is_available(name)
         datasets.append({"name": name, "embedded": spec.embedded, "available": ok, "why": why,
                          "description": spec.description})
-    device = get_device()
     return {"version": __version__, "device": str(device), "device_message": describe_device(device),
-            "profile": get_profile(profile).name, "data_root": str(data_root()), "threads": thread_info(),
+            "profile": profile_name, "data_root": str(data_root()), "threads": thread_info(),
             "datasets": datasets}
 
 

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if defaults:
         given = ", ".join(f"--{d.replace('_', '-')} (--task {t})" for d, t in defaults.items())
         raise CourseError(f"{given} does not apply to --task {task.name}; remove it or choose that task.")
-    return task.obj.run(args)
+    return task.run(args)
 
 
 def run_classification(args: argparse.Namespace) -> int:

@@ -1,19 +1,13 @@
 """``course-lib train``: pre-train M0 on D0 and fine-tune M on Du (cached)."""
 from __future__ import annotations
 
-from ..data import dataset_names
-from ..models import model_names
-from .common import add_common
+from .common import add_recipe_options, positive_int
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train M0 (public D0) and M (private Du), cached by configuration")
-    p.add_argument("--dataset", default="mnist-5k",
-                   help=f"one of {', '.join(dataset_names())}, or folder:PATH (default mnist-5k)")
-    p.add_argument("--model", choices=model_names(), default=None,
-                   help="architecture (default: mlp for tables, convnet for images)")
-    p.add_argument("--finetune-epochs", type=int, default=None, help="epochs of fine-tuning on Du")
-    add_common(p)
+    p.add_argument("--finetune-epochs", type=positive_int, default=None, help="epochs of fine-tuning on Du")
+    add_recipe_options(p, out=None)
     p.set_defaults(func=run)
 
 

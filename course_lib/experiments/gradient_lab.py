@@ -25,6 +25,7 @@ from ..attacks.gradient_estimation import (estimate_gradient, estimate_gradient_
 from ..attacks.inversion import InversionConfig
 from ..budgets import Budget
 from ..errors import CourseError
+from ..recipes import Result, recipe
 from ..train import prepare_pipeline
 from .recovery import attack_unlearned_model, make_unlearning_case
 
@@ -36,6 +37,8 @@ class GradientLabConfig(Budget):
     ``train_sizes`` are swept at 1 epoch without momentum; ``epochs`` and ``momentums`` at
     ``sweep_train_size``; each point averages ``samples_per_point`` removed samples; recovery
     (PSNR) runs for the sizes in ``recover_sizes`` with ``restarts`` x ``iterations``.
+    Chapter 2 also reads ``precision_samples`` (removed samples of its precision section) and
+    ``exact_check_sizes`` (training sets of its exact-unlearning check; ``0`` means all of Du).
     """
 
     train_sizes: tuple[int, ...] = (4, 8, 32, 128, 512)
@@ -46,15 +49,19 @@ class GradientLabConfig(Budget):
     recover_sizes: tuple[int, ...] = (8, 512)
     restarts: int = 8
     iterations: int = 200
+    precision_samples: int = 8
+    exact_check_sizes: tuple[int, ...] = (8, 0)
 
     budget_name: ClassVar[str] = "gradient-lab"
     PROFILES: ClassVar[dict] = {
         "quick": {"train_sizes": (4, 64), "epochs": (1, 3), "momentums": (0.0, 0.9),
-                  "samples_per_point": 1, "recover_sizes": (4, 64), "restarts": 4, "iterations": 100},
+                  "samples_per_point": 1, "recover_sizes": (4, 64), "restarts": 4, "iterations": 100,
+                  "precision_samples": 3, "exact_check_sizes": (8, 64)},
         "standard": {"train_sizes": (4, 8, 16, 64, 128, 256, 800), "samples_per_point": 4,
                      "recover_sizes": (8, 128, 800), "restarts": 16, "iterations": 400},
         "full": {"train_sizes": (2, 4, 8, 16, 64, 128, 256, 800), "samples_per_point": 8,
-                 "recover_sizes": (4, 8, 16, 128, 800), "restarts": 64, "iterations": 2000},
+                 "recover_sizes": (4, 8, 16, 128, 800), "restarts": 64, "iterations": 2000,
+                 "precision_samples": 16},
     }
 
     def check(self) -> None:
@@ -66,7 +73,7 @@ class GradientLabConfig(Budget):
 
 
 @dataclass
-class GradientLabResult:
+class GradientLabResult(Result):
     """Rows: one per (sweep, setting, method) with mean cosines and, where run, PSNR."""
 
     rows: list[dict]
@@ -118,6 +125,7 @@ class GradientLabResult:
         return fig
 
 
+@recipe("gradient-lab", chapter="2", command="course-lib gradient-lab")
 def run_gradient_lab(dataset: str = "mnist-5k", model: str | None = None, *, profile: str | None = None,
                      seed: int = 0, config: GradientLabConfig | None = None, precision: str = "auto",
                      progress: bool = True) -> GradientLabResult:
@@ -143,7 +151,7 @@ def run_gradient_lab(dataset: str = "mnist-5k", model: str | None = None, *, pro
             for s in range(cfg.samples_per_point):
                 key = (n, epochs, momentum, method, seed + s)
                 if key not in measured:  # the sweeps share their centre point
-                    case = make_unlearning_case(pipeline=pipe, unlearning=method, train_size=n, epochs=epochs,
+                    case = make_unlearning_case(setup=pipe, unlearning=method, train_size=n, epochs=epochs,
                                                 momentum=momentum, seed=seed + s, precision=precision)
                     true = true_gradient(case.pretrained, case.forget)
                     ref = None

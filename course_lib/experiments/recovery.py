@@ -5,10 +5,10 @@ Public API (chapter 3, the ``recover`` command, chapter 6's defenses)
 ``attack_unlearned_model(original, unlearned, targets, *, label_mode="known", config=None, seed=0)``
     The server's attack on two given models (eq. 2, then eqs. 3-6), scored against ``targets``
     (the removed samples, which only the evaluation sees). Returns a :class:`RecoveryResult`.
-``run_recovery(dataset, model, unlearning, num_unlearn, train_size, epochs, label, restarts,
+``run_recovery(dataset, model, unlearning, num_forget, train_size, epochs, label, restarts,
 iterations, profile, seed, ...)``
     The whole story of Section 3.2.1: the developer fine-tunes M0 on a training set (the private
-    split Du, or ``train_size`` samples of it) to get M, unlearns ``num_unlearn`` samples with the
+    split Du, or ``train_size`` samples of it) to get M, unlearns ``num_forget`` samples with the
     paper's approximate or exact method, and the server attacks (M, M_u).
 
 Seeds and precision
@@ -24,14 +24,13 @@ training sets of one batch) and float32 elsewhere (see :func:`make_unlearning_ca
 from __future__ import annotations
 
 import copy
-import math
-import statistics
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .. import metrics as M
+from ..metrics import finite_mean, finite_median
 from ..attacks.gradient_estimation import (estimate_gradient, estimate_gradient_reference, gradient_cosine,
                                            true_gradient)
 from ..attacks.inversion import InversionConfig, InversionResult, attack_loss_terms, invert_gradient
@@ -39,6 +38,7 @@ from ..data import Dataset, sample_indices
 from ..data import load as load_dataset
 from ..models import default_model_for
 from ..errors import CourseError, check_choice
+from ..recipes import Result, recipe
 from ..train import finetune, prepare_pipeline
 from ..unlearn.paper import approximate_unlearning, exact_unlearning
 
@@ -48,18 +48,8 @@ ESTIMATORS = ("difference", "reference")
 PRECISIONS = ("auto", "float32", "float64")
 
 
-def _mean(values):
-    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return float(statistics.fmean(vals)) if vals else None
-
-
-def _median(values):
-    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return float(statistics.median(vals)) if vals else None
-
-
 @dataclass
-class RecoveryResult:
+class RecoveryResult(Result):
     """Recovered samples and how close they are to the removed ones.
 
     Attributes
@@ -92,12 +82,11 @@ class RecoveryResult:
     lpips_reason: str | None = None
     kind: str = "image"
     feature_names: list[str] = field(default_factory=list)
-    figure_path: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-serialisable summary (no tensors)."""
         return {"settings": self.settings, "samples": self.samples, "summary": self.summary,
-                "cost": self.cost, "lpips_reason": self.lpips_reason, "figure": self.figure_path}
+                "cost": self.cost, "lpips_reason": self.lpips_reason}
 
     def table(self):
         """Per-sample metrics as a pandas DataFrame."""
@@ -194,10 +183,10 @@ def attack_unlearned_model(original: nn.Module, unlearned: nn.Module, targets: D
         if pretrained is None or train_size is None:
             raise CourseError("The 'reference' estimator needs the pre-trained model and the training-set size.")
         estimate = estimate_gradient_reference(original, unlearned, pretrained, train_size=train_size,
-                                               num_removed=len(targets))
+                                               num_forget=len(targets))
     labels = targets.y if label_mode == "known" else None
     inv: InversionResult = invert_gradient(original, estimate, input_shape=targets.input_shape,
-                                           num_classes=targets.num_classes, num_samples=len(targets),
+                                           num_classes=targets.num_classes, num_forget=len(targets),
                                            labels=labels, config=config, seed=seed)
     originals = targets.x.detach().float().cpu()
     rows, rec, order, lp_reason = score_recovery(
@@ -206,12 +195,12 @@ def attack_unlearned_model(original: nn.Module, unlearned: nn.Module, targets: D
     summary = {}
     keys = ["rmse", "psnr", "ssim", "lpips"] if targets.kind == "image" else ["rmse", "mean_feature_error"]
     for key in keys:
-        summary[f"mean_{key}"] = _mean([r[key] for r in rows])
-        summary[f"median_{key}"] = _median([r[key] for r in rows])
+        summary[f"mean_{key}"] = finite_mean([r[key] for r in rows])
+        summary[f"median_{key}"] = finite_median([r[key] for r in rows])
     if targets.kind == "image":
         summary["recovered_at_20db"] = sum(1 for r in rows if r["psnr"] >= 20.0)
     if label_mode == "unknown":
-        summary["label_accuracy"] = _mean([float(r["inferred_label"] == r["label"]) for r in rows])
+        summary["label_accuracy"] = finite_mean([float(r["inferred_label"] == r["label"]) for r in rows])
         summary["analytic_labels"] = inv.analytic_labels.tolist()
     summary["attack_loss"] = inv.loss
     summary["attack_cosine"] = inv.cosine
@@ -228,11 +217,6 @@ def attack_unlearned_model(original: nn.Module, unlearned: nn.Module, targets: D
 def _in_precision(model: nn.Module, precision: str) -> nn.Module:
     m = copy.deepcopy(model)
     return m.double() if precision == "float64" else m.float()
-
-
-def _data_in_precision(data: Dataset, precision: str) -> Dataset:
-    dtype = torch.float64 if precision == "float64" else torch.float32
-    return Dataset(data.name, data.x.to(dtype), data.y, list(data.classes), data.kind, list(data.feature_names))
 
 
 def recovery_model_for(dataset: str) -> str:
@@ -254,9 +238,9 @@ class UnlearningCase:
 
 
 def make_unlearning_case(dataset: str = "mnist-5k", model: str | None = None, *, unlearning: str = "approximate",
-                         num_unlearn: int = 1, train_size: int | None = None, epochs: int | None = None,
+                         num_forget: int = 1, train_size: int | None = None, epochs: int | None = None,
                          momentum: float = 0.0, profile: str | None = None, seed: int = 0,
-                         pipeline_seed: int = 0, precision: str = "auto", pipeline=None,
+                         pipeline_seed: int = 0, precision: str = "auto", setup=None,
                          forget: list[int] | None = None, progress: bool = False) -> UnlearningCase:
     """The developer's side: fine-tune M0 on the training set into M, then unlearn samples.
 
@@ -264,7 +248,7 @@ def make_unlearning_case(dataset: str = "mnist-5k", model: str | None = None, *,
     ----------
     model:
         Architecture; default ``convnet-spatial`` for images (see :mod:`course_lib.models`) and
-        ``mlp`` for tables. Ignored when ``pipeline`` is given.
+        ``mlp`` for tables. Ignored when ``setup`` is given.
     train_size:
         ``None`` uses the whole private split Du; a number uses that many samples of Du (chosen by
         ``seed``) as the training set (the paper's Figs. 5-6 use 4, 8, 16).
@@ -272,10 +256,10 @@ def make_unlearning_case(dataset: str = "mnist-5k", model: str | None = None, *,
         Fine-tuning epochs m (default: the profile's); exact unlearning retrains with the same.
     momentum:
         SGD momentum of fine-tuning (and retraining); the paper uses plain SGD (0).
-    pipeline:
+    setup:
         A prepared :class:`~course_lib.train.Pipeline` to reuse (else the cached one is loaded).
     forget:
-        Positions *in the training set* of the samples to remove (default: ``num_unlearn`` chosen
+        Positions *in the training set* of the samples to remove (default: ``num_forget`` chosen
         by ``seed``); Table 2 of the paper removes each of the 8 samples of one training set in turn.
     precision:
         ``"float64"``, ``"float32"`` or ``"auto"``: float64 for approximate unlearning and for
@@ -290,9 +274,9 @@ def make_unlearning_case(dataset: str = "mnist-5k", model: str | None = None, *,
     """
     check_choice(unlearning, UNLEARNING_METHODS, "unlearning method")
     check_choice(precision, PRECISIONS, "precision")
-    if pipeline is None and model is None:
+    if setup is None and model is None:
         model = recovery_model_for(dataset)
-    pipe = pipeline or prepare_pipeline(dataset, model, profile=profile, seed=pipeline_seed, progress=progress)
+    pipe = setup or prepare_pipeline(dataset, model, profile=profile, seed=pipeline_seed, progress=progress)
     prof = pipe.profile
     epochs = pipe.finetune_epochs if epochs is None else int(epochs)
     if epochs < 1:
@@ -307,20 +291,20 @@ def make_unlearning_case(dataset: str = "mnist-5k", model: str | None = None, *,
         train_idx = sample_indices(du, int(train_size), seed=seed).sort().values
     train = du.subset(train_idx)
     if forget is not None:
-        num_unlearn = len(forget)
-        if num_unlearn == 0 or min(forget) < 0 or max(forget) >= len(train):
+        num_forget = len(forget)
+        if num_forget == 0 or min(forget) < 0 or max(forget) >= len(train):
             raise CourseError(f"forget positions must lie in 0..{len(train) - 1}; got {list(forget)}.")
-    if num_unlearn < 1 or num_unlearn >= len(train):
-        raise CourseError(f"num_unlearn must lie in 1..{len(train) - 1} for a training set of {len(train)} "
-                          f"samples; got {num_unlearn}.")
+    if num_forget < 1 or num_forget >= len(train):
+        raise CourseError(f"num_forget must lie in 1..{len(train) - 1} for a training set of {len(train)} "
+                          f"samples; got {num_forget}.")
     if forget is not None:
         forget_local = torch.as_tensor(sorted(set(int(f) for f in forget)), dtype=torch.long)
     else:
-        forget_local = sample_indices(train, int(num_unlearn), seed=seed + 1000).sort().values
+        forget_local = sample_indices(train, int(num_forget), seed=seed + 1000).sort().values
     lr, batch = prof.finetune_lr, prof.finetune_batch_size
     if precision == "auto":
         precision = "float64" if unlearning == "approximate" or len(train) <= batch else "float32"
-    train_p = _data_in_precision(train, precision)
+    train_p = train.astype(torch.float64 if precision == "float64" else torch.float32)
     m0 = _in_precision(pipe.pretrained, precision)
     if train_size is None and epochs == pipe.finetune_epochs and momentum == 0.0:
         original = _in_precision(pipe.deployed, precision)  # the cached M, trained exactly like this
@@ -334,7 +318,7 @@ def make_unlearning_case(dataset: str = "mnist-5k", model: str | None = None, *,
         unlearned = exact_unlearning(m0, train_p.without(forget_local), epochs=epochs, lr=lr, batch_size=batch,
                                      momentum=momentum, seed=pipe.seed)
     settings = {"dataset": pipe.dataset, "model": pipe.model_name, "unlearning": unlearning,
-                "num_unlearn": int(num_unlearn), "train_size": len(train), "epochs": epochs,
+                "num_forget": int(num_forget), "train_size": len(train), "epochs": epochs,
                 "momentum": momentum, "profile": prof.name, "seed": seed, "pipeline_seed": pipe.seed,
                 "precision": precision}
     return UnlearningCase(m0, original, unlearned, train, train.subset(forget_local),
@@ -375,19 +359,20 @@ def objective_audit(case: UnlearningCase, recovered: torch.Tensor, *,
         for candidate, x in (("removed sample", truth), ("recovery", recovered)):
             terms = attack_loss_terms(model, estimate, x, case.forget.y, num_classes=case.forget.num_classes,
                                       tv_weight=config.final_tv_weight)
-            score = None if x is truth else _mean(M.psnr(truth, x) if image else M.rmse(truth, x))
+            score = None if x is truth else finite_mean(M.psnr(truth, x) if image else M.rmse(truth, x))
             rows.append({"model": model_name, "candidate": candidate, **terms, ("psnr" if image else "rmse"): score})
     return rows
 
 
-def run_recovery(dataset: str = "mnist-5k", model: str | None = None, unlearning: str = "approximate",
-                 num_unlearn: int = 1, train_size: int | None = None, epochs: int | None = None,
+@recipe("recovery", chapter="3", command="course-lib recover")
+def run_recovery(dataset: str = "mnist-5k", model: str | None = None, *, unlearning: str = "approximate",
+                 num_forget: int = 1, train_size: int | None = None, epochs: int | None = None,
                  label: str = "known", restarts: int | None = None, iterations: int | None = None,
-                 profile: str | None = None, seed: int = 0, *, precision: str = "auto",
-                 pipeline_seed: int = 0, pipeline=None, config: InversionConfig | None = None,
+                 profile: str | None = None, seed: int = 0, precision: str = "auto",
+                 pipeline_seed: int = 0, setup=None, config: InversionConfig | None = None,
                  estimator: str = "difference", forget: list[int] | None = None, progress: bool = True,
                  **config_overrides) -> RecoveryResult:
-    """Unlearn ``num_unlearn`` samples and recover them from (M, M_u): Section 3.2.1 end to end.
+    """Unlearn ``num_forget`` samples and recover them from (M, M_u): Section 3.2.1 end to end.
 
     ``restarts``/``iterations`` (and any other :class:`InversionConfig` field given as a keyword)
     override the profile's budget. ``estimator`` is ``"difference"`` (eq. 2, default) or
@@ -395,9 +380,9 @@ def run_recovery(dataset: str = "mnist-5k", model: str | None = None, unlearning
     sample in the private split Du. Used by chapter 3 and ``course-lib recover``.
     """
     check_choice(label, LABEL_MODES, "label mode")
-    case = make_unlearning_case(dataset, model, unlearning=unlearning, num_unlearn=num_unlearn,
+    case = make_unlearning_case(dataset, model, unlearning=unlearning, num_forget=num_forget,
                                 train_size=train_size, epochs=epochs, profile=profile, seed=seed,
-                                pipeline_seed=pipeline_seed, precision=precision, pipeline=pipeline,
+                                pipeline_seed=pipeline_seed, precision=precision, setup=setup,
                                 forget=forget, progress=progress)
     if config is None:
         config = InversionConfig.for_profile(case.settings["profile"], restarts=restarts, iterations=iterations,
@@ -410,7 +395,7 @@ def run_recovery(dataset: str = "mnist-5k", model: str | None = None, unlearning
     kind = case.train_set.kind
     if kind == "image":
         base = M.baseline_mean_image_psnr(case.train_set.x, case.forget.x)
-        result.summary["baseline_mean_image_psnr"] = _mean(base)
+        result.summary["baseline_mean_image_psnr"] = finite_mean(base)
     result.settings = {**case.settings, **result.settings, "label_mode": label}
     return result
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import CourseError
+from ..recipes import Result, recipe
 from ..train import Pipeline, predict_proba, prepare_pipeline
 from ..unlearn.paper import unlearn_from_pipeline
 
@@ -87,8 +88,8 @@ def per_sample_gradient_cosines(model: nn.Module, directions: list[list[torch.Te
 
 
 @dataclass
-class ThreatModelResult:
-    """Result of :func:`run_threat_model_demo` (JSON-serialisable through :meth:`to_dict`)."""
+class ThreatModelResult(Result):
+    """Result of :func:`run_threat_model` (JSON-serialisable through :meth:`to_dict`)."""
 
     pipeline_summary: dict
     removed_index: int
@@ -148,9 +149,10 @@ class ThreatModelResult:
                 "outputs": self.outputs}
 
 
-def run_threat_model_demo(dataset: str = "mnist-5k", model: str | None = None, *, profile=None, seed: int = 0,
-                          removed_index: int = 0, pipeline: Pipeline | None = None,
-                          progress: bool = True) -> ThreatModelResult:
+@recipe("threat-model", chapter="1", command="course-lib threat-model")
+def run_threat_model(dataset: str = "mnist-5k", model: str | None = None, *, profile=None, seed: int = 0,
+                     removed_index: int = 0, setup: Pipeline | None = None,
+                     progress: bool = True) -> ThreatModelResult:
     """Train (or load) M0 -> M, unlearn sample ``removed_index`` of Du both ways, measure the change.
 
     For each method it records the per-layer weight difference (:func:`layer_differences`) and
@@ -160,7 +162,7 @@ def run_threat_model_demo(dataset: str = "mnist-5k", model: str | None = None, *
     gradient at M0 (:func:`per_sample_gradient_cosines`), with the removed sample's rank.
     Used in chapter 1.
     """
-    pipe = pipeline or prepare_pipeline(dataset, model, profile=profile, seed=seed, progress=progress)
+    pipe = setup or prepare_pipeline(dataset, model, profile=profile, seed=seed, progress=progress)
     if not 0 <= removed_index < len(pipe.private):
         raise CourseError(f"removed_index must lie in [0, {len(pipe.private) - 1}] (the size of Du); "
                           f"got {removed_index}.")

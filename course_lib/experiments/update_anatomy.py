@@ -1,13 +1,13 @@
 """Why label inference misses a class: the anatomy of the approximate-unlearning update (chapter 4).
 
 The developer's view (weights in hand), used to *explain* the black-box attack of
-:mod:`course_lib.attacks.probing`, never by it. Approximate unlearning (eqs. 12-13) adds
+:mod:`course_lib.attacks.probes`, never by it. Approximate unlearning (eqs. 12-13) adds
 
     u = (eta m / b) * sum_i dL(f_M0(x_i), y_i)/dtheta
 
 to M. The update is a sum over the removed samples and over parameters, so it can be taken apart:
 
-* ``"whole"``       -- u itself (what ``setup.unlearn(classes, fraction, "approximate")`` deploys);
+* ``"whole"``       -- u itself (what ``setup.unlearn(classes, forget_share, "approximate")`` deploys);
 * ``"head"``        -- only the classifier head's rows of u (the last ``nn.Linear``); every other
                        parameter keeps M's value;
 * ``"features"``    -- only the feature extractor's part of u (everything but the head);
@@ -21,7 +21,7 @@ than the head's class-specific change moves the unlearned class's probes. This m
 
 Public API
 ----------
-``anatomy_of_approximate_unlearning(setup, probes, *, classes=None, fraction=1.0)`` -> :class:`UpdateAnatomy`
+``run_update_anatomy(setup, probes, *, classes=None, forget_share=1.0)`` -> :class:`UpdateAnatomyResult`
     ``.accuracy(part)``, ``.table()`` (pandas), ``.plot(unlearned_class)``, ``.to_dict()``.
 """
 from __future__ import annotations
@@ -33,9 +33,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..attacks.probing import ProbeSet, confidence_drop
+from ..attacks.probes import ProbeSet
+from ..attacks.unlearned_label import confidence_drop
 from ..errors import CourseError, check_range
-from ..models import classifier_head
+from ..recipes import Result, recipe
+from ..models import classifier_head, flatten
 from ..unlearn.paper import add_scaled_gradient, approximate_step, summed_gradient
 
 PARTS = ("whole", "head", "features", "top_sample")
@@ -81,10 +83,10 @@ class ClassAnatomy:
 
 
 @dataclass
-class UpdateAnatomy:
-    """:class:`ClassAnatomy` for several unlearned classes, with the same probes and share ``fraction``."""
+class UpdateAnatomyResult(Result):
+    """:class:`ClassAnatomy` for several unlearned classes, with the same probes and share ``forget_share``."""
 
-    fraction: float
+    forget_share: float
     rows: list
 
     def accuracy(self, part: str = "whole") -> float:
@@ -135,43 +137,40 @@ class UpdateAnatomy:
             ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
             ax.set_xlabel("probe class")
         axes[0].set_ylabel("confidence drop β")
-        fig.suptitle(f"class {r.unlearned_class} unlearned (p_u = {self.fraction}): the update taken apart",
+        fig.suptitle(f"class {r.unlearned_class} unlearned (p_u = {self.forget_share}): the update taken apart",
                      fontsize=11)
         fig.tight_layout()
         return fig
 
     def to_dict(self) -> dict:
-        return {"fraction": self.fraction, "accuracy": {p: self.accuracy(p) for p in PARTS},
+        return {"forget_share": self.forget_share, "accuracy": {p: self.accuracy(p) for p in PARTS},
                 "rows": [asdict(r) for r in self.rows]}
 
 
-def _flat(tensors) -> torch.Tensor:
-    return torch.cat([t.reshape(-1).double().cpu() for t in tensors])
-
-
-def anatomy_of_approximate_unlearning(setup, probes: ProbeSet, *, classes=None, fraction: float = 1.0,
-                                      progress: bool = True) -> UpdateAnatomy:
+@recipe("update-anatomy", chapter="4", command="course-lib update-anatomy")
+def run_update_anatomy(setup, probes: ProbeSet, *, classes=None, forget_share: float = 1.0,
+                       progress: bool = True) -> UpdateAnatomyResult:
     """Take apart the approximate update that unlearns each class in ``classes`` (default: all).
 
     Parameters
     ----------
     setup:
-        A :class:`~course_lib.experiments.probing.ProbingSetup` (M0, X_u and M).
+        A :class:`~course_lib.experiments.label_inference.ProbingSetup` (M0, X_u and M).
     probes:
         Probes built on M (``setup.probes(...)``); the same ones the attack uses.
     classes:
         Unlearned classes to analyse, one at a time (default ``range(num_classes)``).
-    fraction:
+    forget_share:
         p_u, the share of each class that is removed (the same draw as ``setup.unlearn``).
 
     Returns
     -------
-    :class:`UpdateAnatomy`. Its ``"whole"`` part is exactly the model ``setup.unlearn([c], fraction,
+    :class:`UpdateAnatomyResult`. Its ``"whole"`` part is exactly the model ``setup.unlearn([c], forget_share,
     "approximate")`` returns, so its inferred classes are the attack's.
 
     Used by chapter 4 ("Why the attack misses a class").
     """
-    check_range(float(fraction), 0.0, 1.0, "The unlearned fraction p_u", low_open=True)
+    check_range(float(forget_share), 0.0, 1.0, "The forget share p_u", low_open=True)
     if probes.num_classes != setup.num_classes:
         raise CourseError(f"The probes were built for {probes.num_classes} classes; this model has "
                           f"{setup.num_classes}. Build them with setup.probes(...).")
@@ -189,7 +188,7 @@ def anatomy_of_approximate_unlearning(setup, probes: ProbeSet, *, classes=None, 
     before = setup.api(name="original").query(probes.x)
     rows = []
     for c in tqdm(classes, desc="anatomy of the update", disable=not progress):
-        idx = setup.forget_indices([c], fraction)
+        idx = setup.forget_indices([c], forget_share)
         forget = setup.subset.subset(idx)
         m0.eval()
         with torch.no_grad():
@@ -210,7 +209,7 @@ def anatomy_of_approximate_unlearning(setup, probes: ProbeSet, *, classes=None, 
             b = torch.diagonal(confidence_drop(before, after, probes.target, setup.num_classes))
             beta[part] = [float(v) for v in b]
             inferred[part] = int(torch.argmax(b))
-        g, g1 = _flat(grads), _flat(top_grads)
+        g, g1 = flatten(grads), flatten(top_grads)
         norms = torch.stack([gr.double().norm().cpu() for gr in grads])
         rows.append(ClassAnatomy(
             unlearned_class=c, beta=beta, inferred=inferred,
@@ -218,4 +217,4 @@ def anatomy_of_approximate_unlearning(setup, probes: ProbeSet, *, classes=None, 
             top_sample_index=int(idx[top]), top_sample_prediction=int(logits[top].argmax()),
             top_sample_cosine=float(torch.dot(g, g1) / (g.norm() * g1.norm()).clamp_min(1e-300)),
             head_norm_share=float(norms[is_head].norm() / norms.norm().clamp_min(1e-300))))
-    return UpdateAnatomy(fraction=float(fraction), rows=rows)
+    return UpdateAnatomyResult(forget_share=float(forget_share), rows=rows)

@@ -40,6 +40,36 @@ class ConvNet(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
+class GeipingConvNet(nn.Module):
+    """The ConvNet of Geiping et al.'s "inverting gradients" code (2020), which the inversion paper's attack uses.
+
+    Eight 3x3 conv-BN-ReLU layers of widths w, 2w, 2w, 4w, 4w, 4w | 4w, 4w with a 3x3 max-pooling
+    after the sixth and the eighth, then one linear layer on the ``(4w, 3, 3)`` map a 32x32 or 28x28
+    image leaves (the pooling rounds up, so 8x8 digits leave a 1x1 map). Geiping et al. use
+    ``width=64``. Input ``(N, C, H, W)``, output logits ``(N, num_classes)``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 64, input_hw: tuple[int, int] = (32, 32)):
+        super().__init__()
+        w = width
+        widths = [w, 2 * w, 2 * w, 4 * w, 4 * w, 4 * w, 4 * w, 4 * w]
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for i, c_out in enumerate(widths):
+            layers.append(_conv_bn(c_in, c_out))
+            c_in = c_out
+            if i in (5, 7):
+                layers.append(nn.MaxPool2d(3, ceil_mode=True))
+        self.features = nn.Sequential(*layers)
+        h, wd = input_hw
+        for _ in range(2):
+            h, wd = -(-h // 3), -(-wd // 3)
+        self.classifier = nn.Linear(4 * w * h * wd, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
 class MLP(nn.Module):
     """5-layer ReLU MLP: input ``(N, D)`` -> logits ``(N, num_classes)``."""
 

@@ -1,52 +1,28 @@
-"""Label inference by probing (Section 3.2.2 of the inversion paper, eqs. 7-11), black-box only.
+"""Probing samples for label inference (Section 3.2.2 of the inversion paper, eqs. 7-8), black-box only.
 
-A user who can only *query* the deployed model M (before unlearning) and M_u (after) learns which
-class was unlearned:
-
-1. **Probe construction** (eqs. 7-8). Start from Gaussian noise in [0, 1] and push each probe
-   x' towards a target class y_t until the original model's confidence reaches
-   ``target_confidence`` (paper: 1 - 1e-3), minimising
+A user who can only *query* the deployed model M builds probes that capture its behaviour: start
+from Gaussian noise in [0, 1] and push each probe x' towards a target class y_t until the original
+model's confidence reaches ``target_confidence`` (paper: 1 - 1e-3), minimising
 
    ``g(x', y_t) = max_{i != y_t} log p_i(x') - log p_{y_t}(x')``   subject to x' in [0, 1]^N.
 
-   The paper writes eq. (8) with logits Z but calls them "predicted probabilities"; a user sees
-   only probabilities, so we use their logarithm, as the ZOO paper does for its black-box loss
-   (Chen et al. 2017, eq. 5). A difference of log-probabilities equals the difference of logits,
-   so this *is* eq. (8) evaluated from what the API returns. ``m = probes_per_class`` probes per
-   class; the prediction vector of the original model on each probe is recorded.
+The paper writes eq. (8) with logits Z but calls them "predicted probabilities"; a user sees only
+probabilities, so we use their logarithm, as the ZOO paper does for its black-box loss (Chen et
+al. 2017, eq. 5). A difference of log-probabilities equals the difference of logits, so this *is*
+eq. (8) evaluated from what the API returns. ``m = probes_per_class`` probes per class; the
+prediction vector of the original model on each probe is recorded.
 
-   Two zeroth-order gradient estimators (both use only ``api.query``):
-
-   ``method="zoo"`` -- ZOO-ADAM (Chen et al. 2017, Alg. 2), as in the paper: every iteration picks
-   ``zoo_coordinates`` pixel coordinates (importance sampling: probabilities proportional to the
-   max-pooled absolute change of each ``zoo_block`` x ``zoo_block`` region, refreshed every
-   ``zoo_importance_every`` iterations and mixed with 10 % uniform so no pixel is starved),
-   estimates each partial derivative by a symmetric finite difference with step ``zoo_h``
-   (2 queries per coordinate) and takes a coordinate-wise Adam step, then projects onto [0, 1].
-
-   ``method="nes"`` -- the query-efficient estimator (Ilyas et al. 2018, "NES"): antithetic
-   Gaussian directions drawn in a reduced ``nes_resolution`` x ``nes_resolution`` grid and
-   upsampled (bilinear) to the image, ``g ~ 1/(2 n sigma) sum_k [f(x + sigma u_k) - f(x - sigma u_k)] u_k``
-   with ``n = nes_samples`` pairs, and an Adam step on the whole reduced grid. One iteration costs
-   ``2 n + 1`` queries but moves every pixel at once.
-
-   Both stop a probe as soon as its confidence reaches the target or its query budget
-   ``max_queries`` is spent; :class:`ProbeSet` reports the queries each probe used.
-
-2. **Probing the unlearned model** (eqs. 9-11). For the probes of class y_t,
-   ``Delta_p = 1/m sum_i (Y_hat_i - Y_i)`` (eq. 9), ``beta_{y_t} = Delta_p[y_t]`` (eq. 10, the drop of
-   the target-class confidence), and the inferred class is ``argmax_i beta_i`` (eq. 11); for K
-   unlearned classes the top-K of beta (Section 3.2.2, last paragraph).
+The gradient of g is estimated from queries alone (:mod:`course_lib.attacks.zeroth_order`):
+``method="zoo"`` is the paper's coordinate ZOO-ADAM, ``method="nes"`` the query-efficient NES
+(an addition of the course). Both stop a probe as soon as its confidence reaches the target or its
+query budget ``max_queries`` is spent; :class:`ProbeSet` reports the queries each probe used.
 
 Public API (chapter 4; chapter 6's defenses call it too)
 --------------------------------------------------------
-``ProbeConfig.for_profile(profile, **overrides)``            budgets per profile
+``ProbeConfig.for_profile(profile, **overrides)``       budgets per profile
 ``build_probes(api, *, num_classes, input_shape, probes_per_class, method, config, seed)`` -> :class:`ProbeSet`
-``probe_unlearned(original_api, unlearned_api, probes, *, k=1)`` -> :class:`LabelInference` (attack code: APIs only)
-``infer_unlearned_label(original, unlearned, probes, *, k=1)``   same, wrapping two ``nn.Module`` s in
-                                                                ``BlackBoxAPI(output="probs")`` (the developer's view)
 
-The attack functions see only :class:`~course_lib.attacks.blackbox.BlackBoxAPI` objects.
+:mod:`course_lib.attacks.unlearned_label` then probes the unlearned model (eqs. 9-11).
 """
 from __future__ import annotations
 
@@ -56,13 +32,13 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..threads import adapt as adapt_threads
 from ..budgets import Budget
 from ..errors import CourseError, check_choice, check_range
-from .blackbox import BlackBoxAPI
+from .blackbox import BlackBoxAPI, PredictionAPI
+from .zeroth_order import NesEstimator, ZooEstimator, margin_loss, probe_loss  # noqa: F401 (margin_loss: chapter 4)
 
 PROBE_METHODS = ("zoo", "nes")
 PROBE_LOSSES = ("margin", "ce")
@@ -139,6 +115,11 @@ class ProbeConfig(Budget):
         "standard": dict(max_queries=20_000),
         "full": dict(max_queries=100_000),
     }
+
+    @classmethod
+    def paper(cls, profile=None, **overrides) -> "ProbeConfig":
+        """The paper's probe construction (Section 5.2): ZOO's settings, no calibration (an addition)."""
+        return cls.for_profile(profile, **{"calibration_band": 0.0, **overrides})
 
     def check(self) -> None:
         check_range(self.target_confidence, 0.0, 1.0, "target_confidence", low_open=True, high_open=True)
@@ -228,174 +209,10 @@ class ProbeSet:
         }
 
 
-@dataclass
-class LabelInference:
-    """Outcome of probing the unlearned model (eqs. 9-11).
-
-    Attributes
-    ----------
-    delta:
-        ``Delta_p`` for every target class, float64 ``(K, K)``: row ``t`` is eq. (9) averaged over
-        the probes of class t (original minus unlearned probability vectors).
-    beta:
-        ``beta_t = delta[t, t]`` (eq. 10), the confidence drop of each class, ``(K,)``.
-    inferred:
-        The ``k`` classes with the largest beta, largest first (eq. 11 for ``k = 1``).
-    queries:
-        Queries this step spent on the original and the unlearned API.
-    """
-
-    delta: torch.Tensor
-    beta: torch.Tensor
-    inferred: list[int]
-    queries: dict
-    seconds: float
-
-    def to_dict(self) -> dict:
-        return {"inferred": list(self.inferred), "beta": [float(b) for b in self.beta],
-                "queries": dict(self.queries), "seconds": round(self.seconds, 3)}
-
-
-# --------------------------------------------------------------------------- the loss (eq. 8)
-
-def margin_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Eq. (8) from probabilities: ``max_{i != t} log p_i - log p_t`` for each row, ``(N,)``.
-
-    ``probs`` ``(N, K)`` float64, ``target`` ``(N,)``. Negative once the target class wins.
-    Used by chapter 4 (shown to the learner, and exercise 3).
-    """
-    logp = torch.log(probs.clamp_min(1e-300))
-    own = logp.gather(1, target.view(-1, 1)).squeeze(1)
-    others = logp.scatter(1, target.view(-1, 1), float("-inf"))
-    return others.max(dim=1).values - own
-
-
-def probe_loss(probs: torch.Tensor, target: torch.Tensor, loss: str = "margin") -> torch.Tensor:
-    """The objective a probe minimises: :func:`margin_loss` or the cross-entropy ``-log p_t``."""
-    if loss == "margin":
-        return margin_loss(probs, target)
-    return -torch.log(probs.gather(1, target.view(-1, 1)).squeeze(1).clamp_min(1e-300))
-
-
 def _initial_noise(n: int, input_shape, cfg: ProbeConfig, gen: torch.Generator) -> torch.Tensor:
     x = cfg.init_mean + cfg.init_std * torch.randn((n, *input_shape), generator=gen)
     return x.clamp_(0.0, 1.0)
 
-
-def _adam(m, v, t, g, beta1=0.9, beta2=0.999, eps=1e-8):
-    """In-place Adam moments; returns the bias-corrected step direction m_hat / (sqrt(v_hat) + eps)."""
-    m.mul_(beta1).add_(g, alpha=1 - beta1)
-    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-    m_hat = m / (1 - beta1 ** t)
-    v_hat = v / (1 - beta2 ** t)
-    return m_hat / (v_hat.sqrt() + eps)
-
-
-# --------------------------------------------------------------------------- ZOO
-
-class _ZooState:
-    """Coordinate-wise ZOO-ADAM state for a batch of probes (flattened to ``(P, N)``)."""
-
-    def __init__(self, x0: torch.Tensor, cfg: ProbeConfig, input_shape):
-        p = x0.shape[0]
-        self.x0 = x0.reshape(p, -1).double()
-        self.x = self.x0.clone()
-        self.m = torch.zeros_like(self.x)
-        self.v = torch.zeros_like(self.x)
-        self.t = torch.zeros_like(self.x)
-        self.cfg = cfg
-        self.shape = tuple(input_shape)
-        self.weights = torch.ones_like(self.x)
-
-    def refresh_importance(self) -> None:
-        """ZOO's importance sampling: max-pool |x - x0| over blocks, upsample, mix with uniform."""
-        change = (self.x - self.x0).abs().float()
-        if len(self.shape) == 3 and min(self.shape[1:]) >= self.cfg.zoo_block:
-            img = change.reshape(-1, *self.shape)
-            k = self.cfg.zoo_block
-            pooled = F.max_pool2d(img, k, stride=k, ceil_mode=True)
-            up = F.interpolate(pooled, scale_factor=k, mode="nearest")[..., :self.shape[1], :self.shape[2]]
-            imp = up.reshape(change.shape[0], -1).double()
-        else:
-            imp = change.double()
-        total = imp.sum(dim=1, keepdim=True)
-        uniform = torch.full_like(imp, 1.0 / imp.shape[1])
-        prob = torch.where(total > 0, imp / total.clamp_min(1e-12), uniform)
-        self.weights = 0.9 * prob + 0.1 * uniform
-
-    def step(self, api: BlackBoxAPI, rows: torch.Tensor, target: torch.Tensor, gen: torch.Generator):
-        """One iteration for probes ``rows``: 2B finite-difference queries + 1 query of the new point."""
-        cfg = self.cfg
-        n_coord = self.x.shape[1]
-        b = min(cfg.zoo_coordinates, n_coord)
-        coords = torch.multinomial(self.weights[rows].float(), b, replacement=False, generator=gen)  # (R, B)
-        r = len(rows)
-        base = self.x[rows]                                             # (R, N)
-        plus = base.unsqueeze(1).repeat(1, b, 1)                        # (R, B, N)
-        minus = plus.clone()
-        rr = torch.arange(r).view(r, 1).expand(r, b)
-        bb = torch.arange(b).view(1, b).expand(r, b)
-        plus[rr, bb, coords] += cfg.zoo_h      # copy (probe, j) moves only coordinate coords[probe, j]
-        minus[rr, bb, coords] -= cfg.zoo_h
-        batch = torch.cat([plus, minus], dim=1).reshape(r * 2 * b, *self.shape)
-        tgt = target.repeat_interleave(2 * b)
-        f = probe_loss(api.query(batch.float()), tgt, cfg.loss).reshape(r, 2, b)
-        # the API clips to [0, 1]; a one-sided difference at the box edge is still a fair estimate
-        hi = (base.gather(1, coords) + cfg.zoo_h).clamp(max=1.0)
-        lo = (base.gather(1, coords) - cfg.zoo_h).clamp(min=0.0)
-        grad = (f[:, 0] - f[:, 1]) / (hi - lo).clamp_min(1e-12)
-        rows_e = rows.view(-1, 1).expand(-1, b)
-        self.t[rows_e, coords] += 1
-        m, v, t = self.m[rows_e, coords], self.v[rows_e, coords], self.t[rows_e, coords]
-        direction = _adam(m, v, t, grad)
-        self.m[rows_e, coords], self.v[rows_e, coords] = m, v
-        self.x[rows_e, coords] = (base.gather(1, coords) - cfg.zoo_lr * direction).clamp(0.0, 1.0)
-        return 2 * b
-
-
-class _NesState:
-    """NES state for a batch of probes: Adam moments on the reduced grid."""
-
-    def __init__(self, x0: torch.Tensor, cfg: ProbeConfig, input_shape):
-        self.x = x0.double().clone()
-        self.cfg = cfg
-        self.shape = tuple(input_shape)
-        if len(self.shape) == 3:
-            c, h, w = self.shape
-            self.small = (c, min(cfg.nes_resolution, h), min(cfg.nes_resolution, w))
-        else:
-            self.small = self.shape
-        self.m = torch.zeros((x0.shape[0], *self.small), dtype=torch.float64)
-        self.v = torch.zeros_like(self.m)
-        self.t = torch.zeros(x0.shape[0], dtype=torch.float64)
-
-    def _up(self, z: torch.Tensor) -> torch.Tensor:
-        if len(self.shape) == 3 and self.small != self.shape:
-            return F.interpolate(z, size=self.shape[1:], mode="bilinear", align_corners=False)
-        return z
-
-    def step(self, api: BlackBoxAPI, rows: torch.Tensor, target: torch.Tensor, gen: torch.Generator):
-        cfg = self.cfg
-        r, n = len(rows), cfg.nes_samples
-        u = torch.randn((r * n, *self.small), generator=gen, dtype=torch.float64)
-        du = self._up(u).reshape(r, n, *self.shape)
-        base = self.x[rows].unsqueeze(1)
-        batch = torch.cat([base + cfg.nes_sigma * du, base - cfg.nes_sigma * du], dim=1)
-        batch = batch.reshape(r * 2 * n, *self.shape)
-        tgt = target.repeat_interleave(2 * n)
-        f = probe_loss(api.query(batch.float()), tgt, cfg.loss).reshape(r, 2, n)
-        diff = (f[:, 0] - f[:, 1]) / (2 * cfg.nes_sigma * n)            # (R, n)
-        grad = (diff.view(r, n, *([1] * len(self.small))) * u.view(r, n, *self.small)).sum(1)
-        self.t[rows] += 1
-        t = self.t[rows].view(-1, *([1] * len(self.small)))
-        m, v = self.m[rows], self.v[rows]
-        direction = _adam(m, v, t, grad)
-        self.m[rows], self.v[rows] = m, v
-        self.x[rows] = (self.x[rows] - cfg.nes_lr * self._up(direction)).clamp(0.0, 1.0)
-        return 2 * n
-
-
-# --------------------------------------------------------------------------- probe construction
 
 def build_probes(api: BlackBoxAPI, *, num_classes: int, input_shape, probes_per_class: int = 10,
                  method: str = "zoo", config: ProbeConfig | None = None, seed: int = 0,
@@ -428,7 +245,7 @@ def build_probes(api: BlackBoxAPI, *, num_classes: int, input_shape, probes_per_
 
     Used by chapter 4 and chapter 6.
     """
-    if not isinstance(api, BlackBoxAPI):
+    if not isinstance(api, PredictionAPI):
         raise CourseError("build_probes needs a BlackBoxAPI: the attacker only has query access.")
     if api.output != "probs":
         raise CourseError("Probe construction needs probability outputs; this API answers labels only. "
@@ -447,7 +264,7 @@ def build_probes(api: BlackBoxAPI, *, num_classes: int, input_shape, probes_per_
     n = len(classes) * probes_per_class
     target = torch.tensor(classes, dtype=torch.long).repeat_interleave(probes_per_class)
     x0 = _initial_noise(n, input_shape, cfg, gen)
-    state = (_ZooState if method == "zoo" else _NesState)(x0, cfg, input_shape)
+    state = (ZooEstimator if method == "zoo" else NesEstimator)(x0, cfg, input_shape)
 
     queries = torch.zeros(n, dtype=torch.long)
     iterations = torch.zeros(n, dtype=torch.long)
@@ -548,69 +365,3 @@ def calibrate_probes(api: BlackBoxAPI, x: torch.Tensor, probs: torch.Tensor, tar
 
 
 # --------------------------------------------------------------------------- probing (eqs. 9-11)
-
-def confidence_drop(probs_original: torch.Tensor, probs_unlearned: torch.Tensor, target: torch.Tensor,
-                    num_classes: int) -> torch.Tensor:
-    """Eq. (9) per target class: ``Delta[t] = mean over probes of class t of (Y_hat - Y)``, ``(K, K)``.
-
-    ``probs_original``, ``probs_unlearned``: ``(P, K)`` probability vectors; ``target``: ``(P,)``.
-    Used by chapter 4 (exercise 1).
-    """
-    diff = probs_original.double() - probs_unlearned.double()
-    delta = torch.zeros((num_classes, num_classes), dtype=torch.float64)
-    for c in range(num_classes):
-        sel = target == c
-        if bool(sel.any()):
-            delta[c] = diff[sel].mean(0)
-    return delta
-
-
-def top_k_classes(beta: torch.Tensor, k: int) -> list[int]:
-    """The ``k`` classes with the largest ``beta`` (eq. 11 and its top-K extension), largest first.
-
-    Used by chapter 4 (Fig. 10, exercise 2).
-    """
-    if not 1 <= k <= len(beta):
-        raise CourseError(f"k must lie between 1 and the number of classes ({len(beta)}); got {k}.")
-    return [int(i) for i in torch.argsort(beta, descending=True, stable=True)[:k]]
-
-
-def probe_unlearned(original_api: BlackBoxAPI, unlearned_api: BlackBoxAPI, probes: ProbeSet, *,
-                    k: int = 1) -> LabelInference:
-    """Query both APIs with the probes and infer the ``k`` unlearned classes (eqs. 9-11).
-
-    The original model's prediction vectors are queried again (they equal ``probes.probs`` when the
-    original API still serves the model the probes were built on; re-querying lets a defended
-    original be probed too). Attack code: sees only the two APIs.
-
-    Used by chapter 4 and chapter 6.
-    """
-    for api in (original_api, unlearned_api):
-        if not isinstance(api, BlackBoxAPI):
-            raise CourseError("probe_unlearned needs BlackBoxAPI objects (query access only).")
-        if api.output != "probs":
-            raise CourseError("Probing compares probability vectors; this API answers labels only. "
-                              "Use course_lib.attacks.label_only.infer_label_only instead.")
-    start = time.perf_counter()
-    q0, q1 = original_api.queries, unlearned_api.queries
-    y_hat = original_api.query(probes.x)
-    y_u = unlearned_api.query(probes.x)
-    delta = confidence_drop(y_hat, y_u, probes.target, probes.num_classes)
-    beta = torch.diagonal(delta).clone()
-    return LabelInference(delta=delta, beta=beta, inferred=top_k_classes(beta, k),
-                          queries={"original": original_api.queries - q0, "unlearned": unlearned_api.queries - q1},
-                          seconds=time.perf_counter() - start)
-
-
-def infer_unlearned_label(original, unlearned, probes: ProbeSet, *, k: int = 1) -> LabelInference:
-    """Developer-side convenience: wrap two models (``nn.Module``) in probability APIs and probe.
-
-    ``original`` and ``unlearned`` may also be :class:`BlackBoxAPI` objects already. Returns the
-    inferred class(es) and beta, the per-class confidence drop (:class:`LabelInference`).
-
-    Used by chapter 4 and chapter 6.
-    """
-    def as_api(obj, name):
-        return obj if isinstance(obj, BlackBoxAPI) else BlackBoxAPI(obj, "probs", name=name)
-
-    return probe_unlearned(as_api(original, "original"), as_api(unlearned, "unlearned"), probes, k=k)

@@ -7,8 +7,8 @@ the target with at most a tenth of ZOO's queries.
 
 Usage::
 
-    python benchmarks/probing.py --profile standard            # all classes, 1 probe each
-    python benchmarks/probing.py --profile quick --classes 0,3,7 --probes-per-class 1
+    python benchmarks/probe_queries.py --profile standard            # all classes, 1 probe each
+    python benchmarks/probe_queries.py --profile quick --classes 0,3,7 --probes-per-class 1
 
 Results are written to ``--out`` (default ``benchmarks/results/probing-<profile>.json``) after each
 method, and a rerun with the same settings skips the methods already measured (delete the file to
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from course_lib.attacks.probing import ProbeConfig, build_probes
+from course_lib.attacks.probes import ProbeConfig, build_probes
 from course_lib.results import atomic_write_text
 from course_lib.commands.common import parse_int_list
 from course_lib.config import get_profile
 from course_lib.errors import CourseError
-from course_lib.experiments.probing import prepare_probing
+from course_lib.experiments.probing_setup import prepare_probing
 
 
 def measure(setup, method: str, classes, probes_per_class: int, config: ProbeConfig, seed: int) -> dict:

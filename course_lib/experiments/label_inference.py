@@ -4,49 +4,41 @@ The setting of Section 5.2: the developer fine-tunes M0 on a sub-training set X_
 ``subset_per_class`` (= 50) samples per class, giving the deployed model M, then unlearns a share
 ``p_u`` of one class (or of several classes) with exact or approximate unlearning
 (:mod:`course_lib.unlearn.paper`). A user builds probes on M through the black-box API and probes
-M_u (:mod:`course_lib.attacks.probing`), or attacks a label-only API
+M_u (:mod:`course_lib.attacks.probes`), or attacks a label-only API
 (:mod:`course_lib.attacks.label_only`).
 
 Public API
 ----------
 ``LabelInferenceConfig.for_profile(profile, **overrides)``   sizes of the experiment
-``prepare_probing(dataset, *, profile, seed, subset_per_class)`` -> :class:`ProbingSetup`
-``setup.probes(probes_per_class, method, config)``             probes (cached on disk by configuration)
-``setup.unlearn(classes, fraction, method)``                   M_u
+``prepare_probing(...)`` -> :class:`~course_lib.experiments.probing_setup.ProbingSetup` (the setting)
 ``run_label_inference(dataset, *, profile, seed, ...)`` -> :class:`LabelInferenceResult`
     Table 3 (every class in turn, 10 and 5 probes per class), Figs. 4/9 (confidence changes),
     Fig. 10 (3 and 5 classes, top-K), the label-only attack, queries spent.
-``run_infer_label(dataset, *, unlearning, forget_classes | all_classes, ...)`` -> :class:`InferLabelResult`
+``run_label_attack(dataset, *, unlearning, forget_classes | all_classes, ...)`` -> :class:`LabelAttackResult`
     One attack (what ``course-lib infer-label`` runs).
 
 Every result has ``.to_dict()`` (JSON), ``.table()`` (pandas) and ``.plot()`` (matplotlib).
 """
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 import numpy as np
-import torch
-from torch import nn
 from tqdm.auto import tqdm
 
-from ..attacks.blackbox import BlackBoxAPI
-from ..attacks.label_only import (BoundaryProbes, LabelOnlyConfig, build_boundary_probes,
-                                  probe_unlearned_labels)
-from ..attacks.probing import PROBE_METHODS, ProbeConfig, ProbeSet, build_probes, probe_unlearned
+from ..attacks.label_only import (LabelOnlyConfig, probe_unlearned_labels)
+from ..attacks.probes import PROBE_METHODS, ProbeConfig
+from ..attacks.unlearned_label import GROUPINGS, probe_unlearned
 from ..budgets import Budget
-from ..cache import config_key, save_tensors
-from ..config import cache_dir, get_profile
-from ..data import Dataset, per_class_subset
+from ..config import get_profile
 from ..data import load as data_load
-from ..errors import CacheCorruptError, CourseError, check_choice, check_range
-from ..train import Pipeline, accuracy, prepare_pipeline
-from ..unlearn.paper import unlearn_from_pipeline
+from ..errors import CourseError, check_choice, check_range
+from ..recipes import Result, recipe
 
-UNLEARNING_METHODS = ("approximate", "exact")
+from .probing_setup import UNLEARNING_METHODS, ProbingSetup, prepare_probing
+
 API_OUTPUTS = ("probs", "labels")
 
 
@@ -64,29 +56,36 @@ class LabelInferenceConfig(Budget):
         m, probes per class (paper: 10).
     fewer_probes:
         The smaller probe budget of Table 3's lower half (paper: 5), the first probes of each class.
-    fractions:
+    forget_shares:
         Shares p_u of the unlearned class that are removed (paper: 0.1, 0.5, 1.0).
     multi_classes:
         Class sets unlearned at once for Fig. 10 (paper: classes 0-2 and 0-4).
     probe_method:
-        ``"nes"`` (query-efficient, default of the recipe) or ``"zoo"`` (the paper's ZOO).
+        ``"nes"`` (query-efficient, an addition and the recipe's default) or ``"zoo"`` (the paper's ZOO).
+    grouping:
+        Which probes eq. (9) averages for class t: ``"target"`` (built for t, the course's default)
+        or ``"predicted"`` (predicted as t by the original model, the paper's).
     label_only:
         Also run the label-only attack on every unlearned model.
+    zoo_demo_queries:
+        Query budget of chapter 4's single-probe comparison of ZOO and NES.
     """
 
     subset_per_class: int = 50
     probes_per_class: int = 10
     fewer_probes: int = 5
-    fractions: tuple = (0.1, 0.5, 1.0)
+    forget_shares: tuple = (0.1, 0.5, 1.0)
     multi_classes: tuple = ((0, 1, 2), (0, 1, 2, 3, 4))
     probe_method: str = "nes"
+    grouping: str = "target"
     label_only: bool = True
+    zoo_demo_queries: int = 40_000
 
     budget_name: ClassVar[str] = "label-inference"
     PROFILES: ClassVar[dict] = {
-        "quick": dict(probes_per_class=4, fewer_probes=2, fractions=(0.5, 1.0)),
-        "standard": dict(probes_per_class=10, fewer_probes=5, fractions=(0.1, 0.5, 1.0)),
-        "full": dict(probes_per_class=10, fewer_probes=5, fractions=(0.1, 0.5, 1.0)),
+        "quick": dict(probes_per_class=4, fewer_probes=2, forget_shares=(0.5, 1.0), zoo_demo_queries=3_000),
+        "standard": dict(probes_per_class=10, fewer_probes=5, forget_shares=(0.1, 0.5, 1.0)),
+        "full": dict(probes_per_class=10, fewer_probes=5, forget_shares=(0.1, 0.5, 1.0), zoo_demo_queries=200_000),
     }
 
     def check(self) -> None:
@@ -96,148 +95,23 @@ class LabelInferenceConfig(Budget):
         if self.fewer_probes > self.probes_per_class:
             raise CourseError(f"fewer_probes ({self.fewer_probes}) cannot exceed probes_per_class "
                               f"({self.probes_per_class}).")
-        for f in self.fractions:
+        for f in self.forget_shares:
             if not 0 < f <= 1:
                 raise CourseError(f"Every forget share p_u must lie in (0, 1]; got {f}.")
         check_choice(self.probe_method, ("nes", "zoo"), "probe method")
+        check_choice(self.grouping, GROUPINGS, "probe grouping")
 
-
-# --------------------------------------------------------------------------- the developer's side
-
-@dataclass
-class ProbingSetup:
-    """The developer's models for chapter 4: M0, the subset X_u and M = M0 fine-tuned on X_u.
-
-    The attacker's side only ever receives :class:`BlackBoxAPI` objects made by :meth:`api`.
-    """
-
-    pipeline: Pipeline
-    subset: Dataset
-    deployed: nn.Module
-    subset_per_class: int
-    seed: int
-    metrics: dict = field(default_factory=dict)
-
-    @property
-    def num_classes(self) -> int:
-        return self.subset.num_classes
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self.subset.input_shape
-
-    def api(self, model: nn.Module | None = None, output: str = "probs", name: str = "original") -> BlackBoxAPI:
-        """A black-box API around ``model`` (default: the deployed model M)."""
-        return BlackBoxAPI(self.deployed if model is None else model, output, name=name,
-                           input_shape=self.input_shape)
-
-    def forget_indices(self, classes, fraction: float) -> torch.Tensor:
-        """Indices into X_u of a random share ``fraction`` of each class in ``classes`` (at least 1 each)."""
-        check_range(float(fraction), 0.0, 1.0, "The unlearned fraction p_u", low_open=True)
-        gen = torch.Generator().manual_seed(self.seed + 7919)
-        chosen = []
-        for c in classes:
-            if not 0 <= int(c) < self.num_classes:
-                raise CourseError(f"Class {c} does not exist: this dataset has classes 0..{self.num_classes - 1}.")
-            idx = torch.nonzero(self.subset.y == int(c)).flatten()
-            n = max(1, int(round(fraction * len(idx))))
-            chosen.append(idx[torch.randperm(len(idx), generator=gen)[:n]])
-        return torch.cat(chosen).sort().values
-
-    def unlearn(self, classes, fraction: float, method: str) -> nn.Module:
-        """M_u: remove ``fraction`` of each class in ``classes`` from M with ``method`` (Appendix A)."""
-        check_choice(method, UNLEARNING_METHODS, "unlearning method")
-        idx = self.forget_indices(classes, fraction)
-        return unlearn_from_pipeline(self.pipeline, idx, method, train_set=self.subset, deployed=self.deployed)
-
-    def _cache_config(self, kind: str, settings: dict) -> dict:
-        p = self.pipeline
-        return {"kind": kind, "deployed_from": str(p.cache_paths.get("pretrained", "")), "dataset": p.dataset,
-                "model": p.model_name, "profile_width": p.profile.width, "finetune_epochs": p.finetune_epochs,
-                "finetune_lr": p.profile.finetune_lr, "finetune_batch_size": p.profile.finetune_batch_size,
-                "subset_per_class": self.subset_per_class, "seed": self.seed, **settings}
-
-    def probes(self, probes_per_class: int, method: str = "nes", config: ProbeConfig | None = None, *,
-               probe_seed: int | None = None, use_cache: bool = True, progress: bool = True) -> ProbeSet:
-        """Probes built on M through its probability API, cached under ``data/cache`` by configuration.
-
-        A cached probe set reports the queries and seconds its construction originally cost.
-        """
-        check_choice(method, PROBE_METHODS, "probe method")
-        cfg = (config or ProbeConfig.for_profile(self.pipeline.profile.name)).validated()
-        seed = self.seed if probe_seed is None else probe_seed
-        settings = {"method": method, "probes_per_class": probes_per_class, "probe_seed": seed,
-                    "probe_config": cfg.to_dict()}
-        key_cfg = self._cache_config("probes", settings)
-        path = cache_dir() / f"probes-{config_key(key_cfg)}.safetensors"
-        if use_cache and path.exists():
-            return _load_probes(path)
-        probes = build_probes(self.api(), num_classes=self.num_classes, input_shape=self.input_shape,
-                              probes_per_class=probes_per_class, method=method, config=cfg, seed=seed,
-                              progress=progress)
-        if use_cache:
-            _save_probes(probes, path, key_cfg)
-        return probes
-
-    def boundary_probes(self, config: LabelOnlyConfig | None = None, *, progress: bool = True) -> BoundaryProbes:
-        """Label-only boundary probes built on M through its label API (cheap; not cached)."""
-        cfg = config or LabelOnlyConfig.for_profile(self.pipeline.profile.name)
-        return build_boundary_probes(self.api(output="labels"), num_classes=self.num_classes,
-                                     input_shape=self.input_shape, config=cfg, seed=self.seed, progress=progress)
-
-
-def _save_probes(probes: ProbeSet, path, config: dict) -> None:
-    tensors = {"x": probes.x, "target": probes.target, "probs": probes.probs,
-               "reached": probes.reached.to(torch.uint8), "queries": probes.queries,
-               "iterations": probes.iterations}
-    meta = {"config": config, "method": probes.method, "seconds": probes.seconds,
-            "num_classes": probes.num_classes, "probe_config": probes.config}
-    save_tensors(tensors, path, meta)
-
-
-def _load_probes(path) -> ProbeSet:
-    from safetensors.torch import load_file
-
-    try:
-        t = load_file(str(path))
-        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    except Exception as exc:
-        raise CacheCorruptError(f"The cached probe set {path} (or its .json) cannot be read ({exc}). "
-                                "Delete both files and run again.") from exc
-    probes = ProbeSet(x=t["x"], target=t["target"], probs=t["probs"], reached=t["reached"].bool(),
-                      queries=t["queries"], iterations=t["iterations"], method=meta["method"],
-                      seconds=float(meta["seconds"]), num_classes=int(meta["num_classes"]),
-                      config=meta.get("probe_config", {}))
-    probes.from_cache = True
-    return probes
-
-
-def prepare_probing(dataset: str = "mnist-5k", *, profile: str | None = None, seed: int = 0,
-                    subset_per_class: int = 50, progress: bool = True) -> ProbingSetup:
-    """Train (or load) M0, pick X_u (``subset_per_class`` per class of Du) and fine-tune M on it.
-
-    Section 5.2: "we fine-tune the pre-trained model on a sub-training dataset X_u of D_u ... with
-    around 50 samples per class". Uses the pipeline's fine-tuning schedule (lr, batch 128, epochs).
-
-    Used by chapter 4.
-    """
-    if subset_per_class < 1:
-        raise CourseError(f"subset_per_class must be at least 1; got {subset_per_class}.")
-    pipe = prepare_pipeline(dataset, profile=profile, seed=seed, progress=progress)
-    if pipe.public.kind != "image":
-        raise CourseError(f"Chapter 4's probing attack works on image datasets; {dataset!r} is tabular.")
-    subset = per_class_subset(pipe.private, subset_per_class, seed=seed)
-    deployed = pipe.finetune_from_pretrained(subset)
-    metrics = {"pretrained_test_accuracy": pipe.metrics.get("pretrained_test_accuracy"),
-               "deployed_test_accuracy": accuracy(deployed, pipe.test),
-               "subset_size": len(subset), "subset_class_counts": subset.class_counts()}
-    return ProbingSetup(pipe, subset, deployed, subset_per_class, seed, metrics)
+    @classmethod
+    def paper(cls, profile=None, **overrides) -> "LabelInferenceConfig":
+        """The paper's experiment (Sections 3.2.2, 5.2): ZOO probes, eq. (9) over the probes the
+        original model predicts as each class. Sizes from ``profile``; ``overrides`` on top."""
+        return cls.for_profile(profile, **{"probe_method": "zoo", "grouping": "predicted", **overrides})
 
 
 # --------------------------------------------------------------------------- the full experiment
 
 @dataclass
-class LabelInferenceResult:
+class LabelInferenceResult(Result):
     """Chapter 4's results (Table 3, Figs. 4/9/10, label-only attack, cost).
 
     ``rows``: one dict per (api, probes per class, unlearning, p_u) with ``inferred`` (the inferred
@@ -262,14 +136,14 @@ class LabelInferenceResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def accuracy(self, unlearning: str, fraction: float, *, api: str = "probs", probes_per_class: int | None = None) -> float:
+    def accuracy(self, unlearning: str, forget_share: float, *, api: str = "probs", probes_per_class: int | None = None) -> float:
         """Accuracy of one row of the table (default: the full probe budget)."""
         m = probes_per_class or self.config["probes_per_class"]
         for r in self.rows:
-            if (r["api"], r["unlearning"], r["fraction"]) == (api, unlearning, float(fraction)) and \
+            if (r["api"], r["unlearning"], r["forget_share"]) == (api, unlearning, float(forget_share)) and \
                     (api == "labels" or r["probes_per_class"] == m):
                 return r["accuracy"]
-        raise CourseError(f"No row for api={api}, unlearning={unlearning}, p_u={fraction}, m={m}.")
+        raise CourseError(f"No row for api={api}, unlearning={unlearning}, p_u={forget_share}, m={m}.")
 
     def table(self):
         """Table 3's analogue: inferred class for every unlearned class id, and the accuracy."""
@@ -278,7 +152,7 @@ class LabelInferenceResult:
         out = []
         for r in self.rows:
             row = {"API": r["api"], "probes/class": r["probes_per_class"] if r["api"] == "probs" else "-",
-                   "unlearning": r["unlearning"], "p_u": r["fraction"]}
+                   "unlearning": r["unlearning"], "p_u": r["forget_share"]}
             row.update({str(c): v for c, v in enumerate(r["inferred"])})
             row["acc."] = r["accuracy"]
             out.append(row)
@@ -295,14 +169,14 @@ class LabelInferenceResult:
         """Figs. 4/9 (beta per class when class ``forgotten`` is unlearned, per p_u) and Fig. 10."""
         import matplotlib.pyplot as plt
 
-        fractions = self.config["fractions"]
+        forget_shares = self.config["forget_shares"]
         m = self.config["probes_per_class"]
-        n_top = len(fractions)
+        n_top = len(forget_shares)
         n_bottom = max(1, len(self.multi) // 2)
         fig, axes = plt.subplots(2, max(n_top, n_bottom), figsize=(4.2 * max(n_top, n_bottom), 6.2), squeeze=False)
         width = 0.4
         n_classes = len(next(iter(self.betas.values()))[0]) if self.betas else 0
-        for j, frac in enumerate(fractions):
+        for j, frac in enumerate(forget_shares):
             ax = axes[0, j]
             for s, (method, color) in enumerate((("exact", "tab:blue"), ("approximate", "tab:orange"))):
                 key = _key("probs", m, method, frac)
@@ -337,10 +211,11 @@ class LabelInferenceResult:
         return fig
 
 
-def _key(api: str, m: int, method: str, fraction: float) -> str:
-    return f"{api}/m={m}/{method}/p_u={float(fraction)}"
+def _key(api: str, m: int, method: str, forget_share: float) -> str:
+    return f"{api}/m={m}/{method}/p_u={float(forget_share)}"
 
 
+@recipe("label-inference", chapter="4", command="course-lib label-inference")
 def run_label_inference(dataset: str = "mnist-5k", *, profile: str | None = None, seed: int = 0,
                         config: LabelInferenceConfig | None = None, probe_config: ProbeConfig | None = None,
                         label_only_config: LabelOnlyConfig | None = None, use_cache: bool = True,
@@ -375,10 +250,10 @@ def run_label_inference(dataset: str = "mnist-5k", *, profile: str | None = None
     rows, betas, multi = [], {}, []
     probing_queries = {"probs": 0, "labels": 0}
 
-    total = len(UNLEARNING_METHODS) * len(cfg.fractions) * k_classes + len(UNLEARNING_METHODS) * len(cfg.multi_classes)
+    total = len(UNLEARNING_METHODS) * len(cfg.forget_shares) * k_classes + len(UNLEARNING_METHODS) * len(cfg.multi_classes)
     bar = tqdm(total=total, desc="unlearn + probe", disable=not progress, leave=False)
     for method in UNLEARNING_METHODS:
-        for frac in cfg.fractions:
+        for frac in cfg.forget_shares:
             inferred = {m: [] for m in probe_sets}
             beta_rows = {m: [] for m in probe_sets}
             lo_inferred, lo_beta = [], []
@@ -386,7 +261,7 @@ def run_label_inference(dataset: str = "mnist-5k", *, profile: str | None = None
                 unlearned_model = setup.unlearn([c], frac, method)
                 unlearned = setup.api(unlearned_model, name="unlearned")
                 for m, ps in probe_sets.items():
-                    res = probe_unlearned(original, unlearned, ps)
+                    res = probe_unlearned(original, unlearned, ps, grouping=cfg.grouping)
                     inferred[m].append(res.inferred[0])
                     beta_rows[m].append([float(b) for b in res.beta])
                     probing_queries["probs"] += sum(res.queries.values())
@@ -398,18 +273,19 @@ def run_label_inference(dataset: str = "mnist-5k", *, profile: str | None = None
                 bar.update(1)
             for m in probe_sets:
                 acc = float(np.mean([i == c for c, i in enumerate(inferred[m])]))
-                rows.append({"api": "probs", "probes_per_class": m, "unlearning": method, "fraction": float(frac),
+                rows.append({"api": "probs", "probes_per_class": m, "unlearning": method, "forget_share": float(frac),
                              "inferred": inferred[m], "accuracy": acc})
                 betas[_key("probs", m, method, frac)] = beta_rows[m]
             if boundary is not None:
                 acc = float(np.mean([i == c for c, i in enumerate(lo_inferred)]))
                 rows.append({"api": "labels", "probes_per_class": None, "unlearning": method,
-                             "fraction": float(frac), "inferred": lo_inferred, "accuracy": acc})
+                             "forget_share": float(frac), "inferred": lo_inferred, "accuracy": acc})
                 betas[_key("labels", 0, method, frac)] = lo_beta
         for classes in cfg.multi_classes:
             classes = [int(c) for c in classes if int(c) < k_classes]
             unlearned_model = setup.unlearn(classes, 1.0, method)
-            res = probe_unlearned(original, setup.api(unlearned_model, name="unlearned"), probes, k=len(classes))
+            res = probe_unlearned(original, setup.api(unlearned_model, name="unlearned"), probes, k=len(classes),
+                                  grouping=cfg.grouping)
             probing_queries["probs"] += sum(res.queries.values())
             hits = len(set(res.inferred) & set(classes))
             multi.append({"unlearning": method, "classes": classes, "inferred": res.inferred,
@@ -431,7 +307,7 @@ def run_label_inference(dataset: str = "mnist-5k", *, profile: str | None = None
 # --------------------------------------------------------------------------- one attack (the CLI)
 
 @dataclass
-class InferLabelResult:
+class LabelAttackResult(Result):
     """One label-inference attack (``course-lib infer-label``).
 
     ``cases``: one dict per attacked unlearning (the true classes, the inferred ones and ``delta``,
@@ -444,7 +320,7 @@ class InferLabelResult:
     profile: str
     seed: int
     unlearning: str
-    fraction: float
+    forget_share: float
     api: str
     probe_method: str | None
     probes_per_class: int | None
@@ -483,11 +359,12 @@ class InferLabelResult:
         return fig
 
 
-def run_infer_label(dataset: str = "mnist-5k", *, unlearning: str = "approximate", forget_classes=None,
-                    all_classes: bool = False, fraction: float = 1.0, probes_per_class: int | None = None,
+@recipe("label-attack", chapter="4", command="course-lib infer-label")
+def run_label_attack(dataset: str = "mnist-5k", *, unlearning: str = "approximate", forget_classes=None,
+                    all_classes: bool = False, forget_share: float = 1.0, probes_per_class: int | None = None,
                     probe_method: str = "nes", api: str = "probs", profile: str | None = None, seed: int = 0,
                     probe_config: ProbeConfig | None = None, label_only_config: LabelOnlyConfig | None = None,
-                    use_cache: bool = True, progress: bool = True) -> InferLabelResult:
+                    use_cache: bool = True, progress: bool = True) -> LabelAttackResult:
     """Unlearn ``forget_classes`` (top-K when several) or, with ``all_classes``, each class in turn,
     and infer the unlearned class(es) through a ``api`` (``"probs"`` or ``"labels"``) black-box API.
 
@@ -497,7 +374,7 @@ def run_infer_label(dataset: str = "mnist-5k", *, unlearning: str = "approximate
     check_choice(unlearning, UNLEARNING_METHODS, "unlearning method")
     check_choice(api, API_OUTPUTS, "API output")
     check_choice(probe_method, PROBE_METHODS, "probe method")
-    check_range(float(fraction), 0.0, 1.0, "--fraction (the unlearned share p_u)", low_open=True)
+    check_range(float(forget_share), 0.0, 1.0, "--forget_share (the unlearned share p_u)", low_open=True)
     if all_classes == (forget_classes is not None and len(forget_classes) > 0):
         raise CourseError("Say which class to unlearn: give --forget-class C, --forget-classes C1,C2,... "
                           "or --all-classes (exactly one of them).")
@@ -535,7 +412,7 @@ def run_infer_label(dataset: str = "mnist-5k", *, unlearning: str = "approximate
     probing = 0
     cases = []
     for classes in tqdm(cases_spec, desc="unlearn + probe", disable=not progress or len(cases_spec) == 1, leave=False):
-        model_u = setup.unlearn(classes, fraction, unlearning)
+        model_u = setup.unlearn(classes, forget_share, unlearning)
         if api == "probs":
             res = probe_unlearned(original, setup.api(model_u, name="unlearned"), probes, k=len(classes))
             delta = [float(b) for b in res.beta]
@@ -548,7 +425,7 @@ def run_infer_label(dataset: str = "mnist-5k", *, unlearning: str = "approximate
     queries["probing"] = probing
     queries["total"] = queries["construction"] + probing
     acc = sum(c["correct"] for c in cases) / sum(len(c["true"]) for c in cases)
-    return InferLabelResult(dataset=dataset, profile=prof.name, seed=seed, unlearning=unlearning,
-                            fraction=float(fraction), api=api, probe_method=probe_method if api == "probs" else None,
+    return LabelAttackResult(dataset=dataset, profile=prof.name, seed=seed, unlearning=unlearning,
+                            forget_share=float(forget_share), api=api, probe_method=probe_method if api == "probs" else None,
                             probes_per_class=m if api == "probs" else None, cases=cases, accuracy=acc,
                             queries=queries, seconds=round(time.perf_counter() - start, 2))

@@ -2,9 +2,9 @@
 
 Runs on the CPU, and on CUDA when PyTorch sees a GPU (``COURSE_DEVICE`` forces a device).
 
-    python benchmarks/rub.py                      # CIFAR-10 ResNet-18 if the shared copy exists, and mnist-5k ConvNet
-    python benchmarks/rub.py --only mnist-5k      # skip CIFAR-10
-    python benchmarks/rub.py --limit 5000 --epochs 2 --json
+    python benchmarks/rub_speed.py                      # CIFAR-10 ResNet-18 if the shared copy exists, and mnist-5k ConvNet
+    python benchmarks/rub_speed.py --only mnist-5k      # skip CIFAR-10
+    python benchmarks/rub_speed.py --limit 5000 --epochs 2 --json
 
 CIFAR-10 comes from the shared ImageFolder archive (``--cifar-archive``, default
 ``../shared/datasets/cifar10-imagefolder.tar.gz`` beside the checkout), extracted to a temporary
@@ -69,7 +69,7 @@ def bench(dataset: str, model_name: str, *, limit: int, test_limit: int, epochs:
         row = {"method": name, "unlearn_seconds": round(unlearn_s, 2),
                "ta": round(100 * accuracy(unlearned, test_r), 2), "ua": round(100 * accuracy(unlearned, forget), 2)}
         for eps in (8 / 255, 16 / 255):
-            attack = unlearning_mapping_attack(unlearned, model, x.to(device), eps=eps, steps=steps, seed=0)
+            attack = unlearning_mapping_attack(model, unlearned, x.to(device), eps=eps, steps=steps, seed=0)
             sync(device)
             with torch.no_grad():
                 pred = unlearned(attack.x_adv.to(device)).argmax(1).cpu()

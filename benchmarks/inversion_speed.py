@@ -12,8 +12,8 @@ Both modes run the *same* maths (:func:`course_lib.attacks.inversion.invert_grad
 the same and only the speed differs. Results are appended to ``--out`` (JSON lines) as they come,
 and configurations already there are skipped, so an interrupted run resumes.
 
-    python benchmarks/inversion.py --restarts 8 --iterations 300 --threshold 20
-    python benchmarks/inversion.py --devices cpu cuda --num-samples 1 4 --json
+    python benchmarks/inversion_speed.py --restarts 8 --iterations 300 --threshold 20
+    python benchmarks/inversion_speed.py --devices cpu cuda --num-samples 1 4 --json
 
 On a 2-core CPU shared with other jobs the timings are inflated; compare modes measured together.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 
-def run_one(pipe, device: str, batched: bool, num_samples: int, restarts: int, iterations: int,
+def run_one(pipe, device: str, batched: bool, num_forget: int, restarts: int, iterations: int,
             threshold: float, check_every: int, seed: int, feature_iterations: int = 0) -> dict:
     import copy
 
@@ -37,7 +37,7 @@ def run_one(pipe, device: str, batched: bool, num_samples: int, restarts: int, i
     from course_lib.attacks.inversion import InversionConfig, invert_gradient
     from course_lib.experiments.recovery import make_unlearning_case
 
-    case = make_unlearning_case(pipeline=pipe, unlearning="approximate", num_unlearn=num_samples, seed=seed,
+    case = make_unlearning_case(setup=pipe, unlearning="approximate", num_forget=num_forget, seed=seed,
                                 precision="float64")
     target = estimate_gradient(case.original, case.unlearned)
     model = copy.deepcopy(case.original).float().to(device).eval()
@@ -52,9 +52,9 @@ def run_one(pipe, device: str, batched: bool, num_samples: int, restarts: int, i
             state["start"] = t0
         for r in range(x.shape[0]):
             rec = x[r]
-            if num_samples > 1:
+            if num_forget > 1:
                 rec = rec[metrics.match_samples(rec, truth)]
-            p = sum(metrics.psnr(truth, rec)) / num_samples if num_samples > 1 else metrics.psnr(truth[0], rec[0])
+            p = sum(metrics.psnr(truth, rec)) / num_forget if num_forget > 1 else metrics.psnr(truth[0], rec[0])
             state["best"] = max(state["best"], p)
         if state["reached"] is None and state["best"] >= threshold:
             state["reached"] = (offset, it, t0)
@@ -66,7 +66,7 @@ def run_one(pipe, device: str, batched: bool, num_samples: int, restarts: int, i
         torch.cuda.synchronize()
     start = time.perf_counter()
     res = invert_gradient(model, [t.to(device) for t in target], input_shape=case.forget.input_shape,
-                          num_classes=case.forget.num_classes, num_samples=num_samples, labels=case.forget.y,
+                          num_classes=case.forget.num_classes, num_forget=num_forget, labels=case.forget.y,
                           config=cfg, seed=seed, monitor=monitor)
     total = time.perf_counter() - start - state["monitor_seconds"]
     reached = None
@@ -74,11 +74,11 @@ def run_one(pipe, device: str, batched: bool, num_samples: int, restarts: int, i
         # monitor time spent before the threshold was reached is not counted either
         reached = max(0.0, state["reached"][2] - start)
     rec = res.images
-    if num_samples > 1:
+    if num_forget > 1:
         rec = rec[metrics.match_samples(rec, case.forget.x)]
     final = metrics.psnr(case.forget.x, rec)
-    final = sum(final) / num_samples if isinstance(final, list) else final
-    return {"device": device, "mode": "batched" if batched else "sequential", "num_samples": num_samples,
+    final = sum(final) / num_forget if isinstance(final, list) else final
+    return {"device": device, "mode": "batched" if batched else "sequential", "num_forget": num_forget,
             "restarts": restarts, "iterations": iterations, "seconds": total,
             "restart_iterations_per_second": restarts * (iterations + feature_iterations) / total,
             "feature_iterations": feature_iterations,
@@ -121,9 +121,9 @@ def main(argv=None) -> int:
         if device.startswith("cuda") and not torch.cuda.is_available():
             print(f"skipping {device}: no CUDA GPU visible", file=sys.stderr)
             continue
-        for k in args.num_samples:
+        for k in args.num_forget:
             for batched in (True, False):
-                key = {"device": device, "mode": "batched" if batched else "sequential", "num_samples": k,
+                key = {"device": device, "mode": "batched" if batched else "sequential", "num_forget": k,
                        "restarts": args.restarts, "iterations": args.iterations, "profile": args.profile,
                        "dataset": args.dataset, "feature_iterations": args.feature_iterations,
                        "model": args.model}
@@ -146,12 +146,12 @@ def main(argv=None) -> int:
           f"{'final dB':>8}")
     for r in rows:
         tt = "never" if r["seconds_to_threshold"] is None else f"{r['seconds_to_threshold']:.1f}"
-        print(f"{r['device']:7} {r['mode']:10} {r['num_samples']:>2} {r['restarts']:>3} {r['iterations']:>5} "
+        print(f"{r['device']:7} {r['mode']:10} {r['num_forget']:>2} {r['restarts']:>3} {r['iterations']:>5} "
               f"{r['restart_iterations_per_second']:>8.1f} {tt:>12} {r['final_psnr_best_by_loss']:>8.2f}")
     for device in devices:
-        for k in args.num_samples:
-            b = [r for r in rows if r["device"] == device and r["num_samples"] == k and r["mode"] == "batched"]
-            s = [r for r in rows if r["device"] == device and r["num_samples"] == k and r["mode"] == "sequential"]
+        for k in args.num_forget:
+            b = [r for r in rows if r["device"] == device and r["num_forget"] == k and r["mode"] == "batched"]
+            s = [r for r in rows if r["device"] == device and r["num_forget"] == k and r["mode"] == "sequential"]
             if b and s:
                 print(f"{device}, K={k}: batched is {b[0]['restart_iterations_per_second'] / s[0]['restart_iterations_per_second']:.2f}x "
                       "the restart-iterations per second of one-after-another restarts")

@@ -1,0 +1,238 @@
+"""Chapter 6's recipe: the defenses of Section 7 against both attacks, and the privacy-utility trade-off.
+
+For every defense of :mod:`course_lib.defenses` and every strength of its grid, the model developer
+post-processes the unlearned model M_u into a defended model M_d, releases it, and the two attackers
+of the inversion paper try again:
+
+* **feature recovery** (the server, white-box, chapter 3): approximate unlearning of a single
+  sample (the setting of Section 7, "which in general leaks more information"), repeated for
+  ``samples`` randomly chosen removed samples; the server inverts ``theta_d - theta`` and we score
+  the recovery with PSNR, SSIM and LPIPS (when the VGG weights are on disk) against the removed
+  sample;
+* **label inference** (a user, black-box, chapter 4): every class in turn is unlearned (share
+  ``label_forget_share``), the defense is applied, and the probing attack (eqs. 9-11) and the
+  label-only attack infer the unlearned class; accuracy over the classes.
+
+The **utility** of a setting is the validation-accuracy ratio of Section 7: the accuracy of M_d
+over the accuracy of the undefended M_u on the test split, averaged over the removed samples.
+
+``run_defenses(dataset, *, profile, seed, attacks, defenses, strengths, ...)`` -> :class:`DefensesResult`
+    Table 4's analogue (``.table()``), the privacy-utility plot (``.plot()``), the recovered images
+    under growing strength (``.image_grid()``, Figs. 11-12), the label-inference table
+    (``.label_table()``) and the ipywidgets explorer (``.explorer()``). Chapter 6 runs the whole
+    grid; ``course-lib defend`` one defense at chosen strengths.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from .. import defenses as D
+from ..attacks.inversion import InversionConfig
+from ..budgets import Budget
+from ..config import get_profile
+from ..data import Dataset
+from ..errors import CourseError, check_choice
+from ..recipes import recipe
+from .defense_attacks import labels_under_defenses, recovery_under_defenses
+from .defense_result import DefensesResult
+
+ATTACKS = ("recover", "infer-label")
+
+
+@dataclass(frozen=True)
+class DefenseConfig(Budget):
+    """Sizes of chapter 6's evaluation. A profile changes sizes and grids, never the algorithms.
+
+    Attributes
+    ----------
+    samples:
+        Removed samples (one at a time) averaged per setting of the recovery attack (paper: 100).
+    grids:
+        ``((defense, (strength, ...)), ...)``: the strengths evaluated. ``standard`` and ``full``
+        use the paper's grids (Table 4); ``quick`` only the strongest of each (CI budget).
+    restarts, iterations:
+        The inversion budget of the sweep (``None``: :meth:`InversionConfig.for_profile`).
+    unlearning:
+        ``"approximate"`` (Section 7's setting) or ``"exact"``.
+    finetune_samples, finetune_epochs, finetune_batch_size:
+        The fine-tuning defense's additional data (drawn from the public split D0) and schedule.
+    clip_norm:
+        C of parameter obfuscation (paper: 1.2).
+    obfuscation_space, noise_reading:
+        Where obfuscation clips and adds noise (``"gradient"``: the unlearning gradient, the
+        paper's reading; ``"parameters"``: the weights) and how sigma is read (``"variance"`` as
+        the paper writes, or ``"std"``); see :func:`course_lib.defenses.obfuscate`.
+    label_forget_share:
+        Share p_u of the class unlearned in the label-inference part (1.0: the whole class).
+    label_classes:
+        Unlearn classes 0..label_classes-1 in turn (``None``: every class).
+    label_grid:
+        ``"all"`` strengths of ``grids`` in the label-inference part, or only the ``"strongest"``.
+    validation_size:
+        Test samples on which the accuracy ratio is measured (``None``: the whole test split;
+        a fixed random subset otherwise).
+    label_seed:
+        Seed of chapter 4's probing setup (subset X_u, M, probes). Kept apart from the recovery
+        seed so that the probes chapter 4 built and cached on disk are reused: building them
+        costs tens of thousands of queries.
+    probes_per_class:
+        Probes of the probability attack (chapter 4's NES probes, cached on disk).
+    label_only_attack:
+        Also run chapter 4's label-only attack (boundary probes, flip shares).
+    """
+
+    samples: int = 4
+    grids: tuple = tuple((name, D.get_defense(name).paper_strengths) for name in D.PARAMETER_DEFENSES)
+    restarts: int | None = None
+    iterations: int | None = None
+    unlearning: str = "approximate"
+    finetune_samples: int = 100
+    finetune_epochs: int = 5
+    finetune_batch_size: int = 25
+    clip_norm: float = D.DEFAULT_CLIP_NORM
+    obfuscation_space: str = "gradient"
+    noise_reading: str = "variance"
+    label_forget_share: float = 1.0
+    label_classes: int | None = None
+    label_grid: str = "all"
+    probes_per_class: int = 10
+    label_only_attack: bool = True
+    validation_size: int | None = None
+    label_seed: int = 0
+
+    budget_name: ClassVar[str] = "defenses"
+    PROFILES: ClassVar[dict] = {
+        "quick": dict(samples=1, grids=tuple((n, (D.get_defense(n).paper_strengths[-1],)) for n in D.PARAMETER_DEFENSES),
+                      probes_per_class=4, label_classes=3, validation_size=500),
+        "standard": dict(samples=3, probes_per_class=10, label_grid="strongest"),
+        "full": dict(samples=100, probes_per_class=10),
+    }
+
+    def check(self) -> None:
+        if self.samples < 1:
+            raise CourseError(f"samples must be at least 1; got {self.samples}.")
+        if self.finetune_samples < 1:
+            raise CourseError(f"finetune_samples must be at least 1; got {self.finetune_samples}.")
+        check_choice(self.unlearning, ("approximate", "exact"), "unlearning method")
+        check_choice(self.obfuscation_space, D.OBFUSCATION_SPACES, "obfuscation space")
+        check_choice(self.noise_reading, D.NOISE_READINGS, "noise reading")
+        for name, strengths in self.grids:
+            D.get_defense(name)
+            if len(strengths) == 0:
+                raise CourseError(f"The grid of {name!r} is empty; give at least one strength.")
+        check_choice(self.label_grid, ("all", "strongest"), "label grid")
+        if self.label_classes is not None and self.label_classes < 1:
+            raise CourseError(f"label_classes must be at least 1; got {self.label_classes}.")
+        if self.validation_size is not None and self.validation_size < 1:
+            raise CourseError(f"validation_size must be at least 1; got {self.validation_size}.")
+        if not 0 < self.label_forget_share <= 1:
+            raise CourseError(f"label_forget_share must lie in (0, 1]; got {self.label_forget_share}.")
+
+    def grid(self) -> dict[str, tuple[float, ...]]:
+        return {name: tuple(float(s) for s in strengths) for name, strengths in self.grids}
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d["grids"] = {name: list(s) for name, s in self.grids}
+        return d
+
+
+@recipe("defenses", chapter="6", command="course-lib defend")
+def run_defenses(dataset: str = "mnist-5k", *, profile: str | None = None, seed: int = 0,
+                 attacks=ATTACKS, defenses=None, strengths: dict | None = None, samples: int | None = None,
+                 config: DefenseConfig | None = None, inversion_config: InversionConfig | None = None,
+                 include_label_only: bool = True, progress: bool = True) -> DefensesResult:
+    """Evaluate the defenses of Section 7 (and label-only answers, Section 9) against both attacks.
+
+    Parameters
+    ----------
+    dataset:
+        An image dataset (default: the embedded MNIST-5k).
+    profile, seed:
+        Budget and randomness (the removed samples, the noise, the fine-tuning data, the attack's starts).
+    attacks:
+        Any of ``"recover"`` (feature recovery) and ``"infer-label"`` (label inference).
+    defenses:
+        Names of the defenses to evaluate (default: those in the budget's grids).
+    strengths:
+        ``{defense: [strength, ...]}`` replacing a defense's grid (checked before any work starts).
+    samples:
+        Removed samples per setting of the recovery attack (default: the budget's).
+    config:
+        :class:`DefenseConfig` (default: the profile's).
+    inversion_config:
+        The inversion's settings (default: the profile's :class:`InversionConfig`, with
+        ``config.restarts`` / ``config.iterations`` when set).
+    include_label_only:
+        Add the label-only API to the label-inference part.
+
+    Returns
+    -------
+    :class:`DefensesResult`. Used by chapter 6 and ``course-lib defend``.
+    """
+    start = time.perf_counter()
+    prof = get_profile(profile)
+    attacks = tuple(attacks)
+    for a in attacks:
+        check_choice(a, ATTACKS, "attack")
+    if defenses is not None:
+        for name in defenses:
+            D.get_defense(name)
+    for name, values in (strengths or {}).items():
+        D.get_defense(name)
+        if not values:
+            raise CourseError(f"Give at least one strength for {name!r}.")
+        for value in values:
+            _check_strength_early(name, value)
+    if samples is not None and (not isinstance(samples, int) or samples < 1):
+        raise CourseError(f"samples must be a whole number >= 1; got {samples!r}.")
+    cfg = (config or DefenseConfig.for_profile(prof.name)).replace(samples=samples)
+    grid = cfg.grid()
+    if defenses is not None:
+        grid = {name: grid.get(name, D.get_defense(name).paper_strengths) for name in defenses}
+    for name, values in (strengths or {}).items():
+        grid[name] = tuple(float(v) for v in values)
+    param_settings = [(name, float(s)) for name, values in grid.items() if D.get_defense(name).api == "probs"
+                      for s in values]
+    inv_cfg = inversion_config or InversionConfig.for_profile(prof.name, restarts=cfg.restarts,
+                                                              iterations=cfg.iterations, progress=False)
+    result = DefensesResult(settings={"dataset": dataset, "profile": prof.name, "seed": seed,
+                                      "attacks": list(attacks), "config": cfg.to_dict(),
+                                      "inversion": inv_cfg.to_dict()})
+    # label-only answers: strength 1 is on, 0 is off (the probability API, i.e. no defense)
+    api_settings = [(name, float(s)) for name, values in grid.items() if D.get_defense(name).api == "labels"
+                    for s in values]
+    if "recover" in attacks and (param_settings or api_settings):
+        rec_settings = param_settings + api_settings
+        part = recovery_under_defenses(dataset, rec_settings, cfg, inv_cfg, prof.name, seed, progress)
+        result.recovery, result.originals, result.images = part["rows"], part["originals"], part["images"]
+        result.settings.update(part["settings"])
+        result.cost.update(part["cost"])
+    if "infer-label" in attacks:
+        label_settings = list(param_settings)
+        if cfg.label_grid == "strongest":
+            label_settings = [(n, s) for n, s in param_settings if s == max(v for m, v in param_settings if m == n)]
+        label_settings += api_settings
+        if include_label_only and not api_settings:
+            label_settings.append(("label-only", 1.0))
+        part = labels_under_defenses(dataset, label_settings, cfg, prof.name, seed, progress)
+        result.labels = part["rows"]
+        result.settings.update(part["settings"])
+        result.cost.update(part["cost"])
+    result.cost["seconds"] = round(time.perf_counter() - start, 2)
+    return result
+
+
+def _check_strength_early(defense: str, strength: float) -> None:
+    """Apply the defense to a tiny model so that a bad strength fails before any training."""
+    from ..models import build_model
+
+    tiny = build_model("mlp", (4,), 2, width=1)
+    opts = {"finetune": {"data": Dataset("probe", torch.zeros(2, 4), torch.zeros(2, dtype=torch.long), ["a", "b"],
+                                         "tabular")},
+            "obfuscation": {"step_scale": 1.0}}.get(defense, {})
+    D.apply_defense(defense, tiny, tiny, strength, seed=0, **opts)

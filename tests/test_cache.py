@@ -1,0 +1,99 @@
+"""The model cache never returns a model that was not trained on what its key says."""
+import shutil
+import stat
+
+import pytest
+import torch
+
+from course_lib.cache import cached_model
+from course_lib.data import Dataset
+from course_lib.errors import CacheCorruptError, CourseError
+from course_lib.models.classifiers import MLP
+
+
+@pytest.fixture
+def cache_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    return tmp_path / "cache"
+
+
+def _dataset(labels) -> Dataset:
+    gen = torch.Generator().manual_seed(0)
+    return Dataset("toy", torch.rand(8, 4, generator=gen), torch.tensor(labels), ["a", "b"], "tabular")
+
+
+def _run(config: dict, data: Dataset, calls: list):
+    def build():
+        torch.manual_seed(0)
+        return MLP(4, 2, hidden=3)
+
+    def train(m):
+        calls.append(config["value"])
+        with torch.no_grad():
+            for p in m.parameters():
+                p.fill_(config["value"])
+        return {"trained_with": config["value"]}
+
+    return cached_model("toy", config, build, train, data=(data,))
+
+
+def test_a_checkpoint_swapped_in_from_another_configuration_is_retrained(cache_root):
+    calls, d = [], _dataset([0, 1] * 4)
+    model_a, info_a, path_a = _run({"value": 1.0}, d, calls)
+    _, _, path_b = _run({"value": 2.0}, d, calls)
+    assert calls == [1.0, 2.0] and not info_a["from_cache"]
+    again, info, _ = _run({"value": 1.0}, d, calls)
+    assert calls == [1.0, 2.0] and info["from_cache"] and info["trained_with"] == 1.0
+    shutil.copy(path_b, path_a)  # B's weights under A's name (sidecar untouched)
+    with pytest.warns(UserWarning, match="another configuration"):
+        model, info, _ = _run({"value": 1.0}, d, calls)
+    assert calls == [1.0, 2.0, 1.0] and not info["from_cache"]
+    assert all(torch.all(p == 1.0) for p in model.parameters())
+    shutil.copy(path_b.with_suffix(".json"), path_a.with_suffix(".json"))
+    shutil.copy(path_b, path_a)  # both files of B under A's name
+    with pytest.warns(UserWarning, match="another configuration"):
+        _run({"value": 1.0}, d, calls)
+    assert calls[-1] == 1.0 and len(calls) == 4
+
+
+def test_edited_weights_are_detected_by_their_hash(cache_root):
+    calls, d = [], _dataset([0, 1] * 4)
+    _, _, path = _run({"value": 3.0}, d, calls)
+    raw = bytearray(path.read_bytes())
+    raw[-4:] = b"\x00\x00\x80\x7f"  # the last float becomes +inf
+    path.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="do not match the hash"):
+        model, info, _ = _run({"value": 3.0}, d, calls)
+    assert calls == [3.0, 3.0] and not info["from_cache"]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_relabelled_data_trains_a_new_model(cache_root):
+    calls = []
+    _run({"value": 1.0}, _dataset([0, 1] * 4), calls)
+    _run({"value": 1.0}, _dataset([0, 1] * 4), calls)
+    assert calls == [1.0]
+    _run({"value": 1.0}, _dataset([1, 0] * 4), calls)  # same images, other labels
+    assert calls == [1.0, 1.0]
+
+
+def test_a_sidecar_of_the_wrong_shape_is_a_clear_error(cache_root):
+    calls, d = [], _dataset([0, 1] * 4)
+    _, _, path = _run({"value": 1.0}, d, calls)
+    path.with_suffix(".json").write_text("[1, 2, 3]")
+    with pytest.raises(CacheCorruptError, match="Delete both files"):
+        _run({"value": 1.0}, d, calls)
+
+
+def test_cache_files_are_group_readable(cache_root):
+    _, _, path = _run({"value": 1.0}, _dataset([0, 1] * 4), [])
+    for p in (path, path.with_suffix(".json")):
+        assert p.stat().st_mode & stat.S_IRGRP
+
+
+def test_an_unwritable_cache_fails_before_training(monkeypatch):
+    monkeypatch.setenv("COURSE_DATA_DIR", "/proc/course-lib-test")
+    calls = []
+    with pytest.raises(CourseError, match="COURSE_DATA_DIR"):
+        _run({"value": 1.0}, _dataset([0, 1] * 4), calls)
+    assert calls == []
