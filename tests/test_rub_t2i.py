@@ -5,6 +5,7 @@ quick run (module fixture): the original model and the unlearned ones are cached
 so the chapter and the CLI reuse them.
 """
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -187,4 +188,6 @@ def test_cli_writes_the_table_and_resumes(tmp_path, capsys):
     assert main(args) == 0
     second = json.loads(capsys.readouterr().out)
     assert second["computed_rows"] == 0 and second["table"] == first["table"]
-    assert (tmp_path / (__import__("pathlib").Path(first["results_path"]).stem + ".png")).exists()
+    stem = Path(first["results_path"]).stem
+    assert (tmp_path / f"{stem}-summary.png").exists() and (tmp_path / f"{stem}-summary.json").exists()
+    assert json.loads((tmp_path / f"{stem}.json").read_text())["task"] == "t2i"   # the rows' identity is kept

@@ -123,10 +123,26 @@ class PromptAttackResult:
         return float(self.success.float().mean()) if len(self.success) else float("nan")
 
     def summary(self) -> dict:
-        s = self.steps.double().numpy()
-        return {"pre_asr": self.pre_asr, "post_asr": self.post_asr, "mean_steps": float(s.mean()),
-                "median_steps": float(np.median(s)), "cap": self.cap, "steps": [int(v) for v in s],
-                "seconds": round(self.seconds, 3), "seconds_per_step": round(self.step_seconds, 5)}
+        return {**attack_statistics(self.steps, self.success), "cap": self.cap,
+                "steps": [int(v) for v in self.steps], "seconds": round(self.seconds, 3),
+                "seconds_per_step": round(self.step_seconds, 5)}
+
+
+def attack_statistics(steps, success) -> dict:
+    """UnlearnDiffAtk's numbers from per-target step counts and success flags.
+
+    ``steps[i]`` is 0 for a target the plain prompt already gave (a pre-attack success), the step
+    of the first success otherwise, and the cap for a target never reached (``success[i]`` False;
+    a target reached exactly at the cap also counts the cap, hence the flags). Returns the
+    pre-attack ASR (share with 0 steps), the post-attack ASR (share of successes) and the mean
+    and median step counts.
+    """
+    s = np.asarray(steps, dtype=float).reshape(-1)
+    ok = np.asarray(success, dtype=bool).reshape(-1)
+    if len(s) == 0 or len(s) != len(ok):
+        raise CourseError(f"Give one step count and one success flag per target; got {len(s)} and {len(ok)}.")
+    return {"pre_asr": float(np.mean((s == 0) & ok)), "post_asr": float(ok.mean()), "mean_steps": float(s.mean()),
+            "median_steps": float(np.median(s))}
 
 
 def unlearn_diff_attack(unlearned: T2IModel, original: T2IModel, diffusion: Diffusion, classifier,

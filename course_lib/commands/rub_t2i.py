@@ -2,7 +2,9 @@
 
 Adds the text-to-image options to ``course-lib rub`` (:mod:`course_lib.commands.rub`) and registers
 the task in :data:`~course_lib.commands.rub.RUB_TASKS`. Every (method, seed) row goes to
-``<out>/rub-t2i-<key>.jsonl`` as soon as it is computed; the same command again resumes. Bad input
+``<out>/rub-t2i-<key>.jsonl`` as soon as it is computed (``rub-t2i-<key>.json`` beside it records the
+configuration); the same command again resumes. The table and figure of the run are written to
+``rub-t2i-<key>-summary.json`` / ``.png``. Bad input
 (an unknown method or concept, a concept the vocabulary lacks, a step cap below 1) stops before
 anything is trained or written.
 """
@@ -16,6 +18,7 @@ from .rub import RUB_TASKS, RubTask
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
+    """Add the t2i options to ``course-lib rub`` and register the task (called by ``commands.rub.register``)."""
     g = parser.add_argument_group("text-to-image (--task t2i)")
     g.add_argument("--concept", default=None,
                    help="the digit to erase, as its word (seven) or class index (7); default seven")
@@ -35,4 +38,5 @@ def run(args: argparse.Namespace) -> int:
     output_folder(args)
     result = run_rub_t2i(args.dataset, concept, config=config, methods=args.methods, seeds=args.seeds,
                          attack_steps=args.attack_steps, out=args.out, progress=not args.json)
-    return finish(args, result, Path(result.results_path).stem, result.text())
+    # "<rows file>-summary": the rows file's own .json sidecar (the RowStore's identity) keeps its name
+    return finish(args, result, f"{Path(result.results_path).stem}-summary", result.text())

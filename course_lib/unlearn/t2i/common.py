@@ -98,6 +98,18 @@ def parameter_group(model: T2IModel, group: str) -> list[tuple[str, torch.nn.Par
     return [(f"denoiser.{n}", p) for n, p in out]
 
 
+def top_share_masks(scores: Sequence[torch.Tensor], share: float) -> list[torch.Tensor]:
+    """Boolean masks (one per tensor of ``scores``) of the ``share`` of all entries with the largest
+    scores, under one global threshold (SalUn's eq. 6 on |gradient|, Scissorhands' trimming on
+    connection sensitivity). Ties at the threshold are kept."""
+    if not 0 < share <= 1:
+        raise CourseError(f"The share of weights to select must lie in (0, 1]; got {share}.")
+    flat = torch.cat([s.detach().flatten() for s in scores])
+    k = max(1, int(round(share * flat.numel())))
+    threshold = torch.topk(flat, k).values.min()
+    return [s >= threshold for s in scores]
+
+
 def trainable_copy(original: T2IModel, group: str) -> tuple[T2IModel, list[torch.nn.Parameter]]:
     """A copy of ``original`` whose only trainable parameters are ``group``'s (returned too)."""
     model = original.copy()

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from ... import threads
 from ..registry import T2I_METHODS
 from .common import (ConceptSet, RetainSet, concept_prompts, diffusion_of, finish, generators, image_batch, noised,
-                     parameter_group, retain_loss, trainable_copy)
+                     parameter_group, retain_loss, top_share_masks, trainable_copy)
 
 
 def saliency_mask(original, concept: ConceptSet, *, mask_ratio: float = 0.5, batches: int = 4, batch_size: int = 32,
@@ -49,10 +49,8 @@ def saliency_mask(original, concept: ConceptSet, *, mask_ratio: float = 0.5, bat
         loss = F.mse_loss(model(x_t, t, model.encode(concept_prompts(concept, x0.shape[0], rng))), eps)
         for g, gi in zip(grads, torch.autograd.grad(loss, params)):
             g += gi
-    flat = torch.cat([g.abs().flatten() for g in grads])
-    k = max(1, int(round(mask_ratio * flat.numel())))
-    threshold = torch.topk(flat, k).values.min()
-    return {n: g.abs() >= threshold for (n, _), g in zip(named, grads)}
+    masks = top_share_masks([g.abs() for g in grads], mask_ratio)
+    return {n: m for (n, _), m in zip(named, masks)}
 
 
 @T2I_METHODS.register("SalUn", description="saliency mask + random other-class prompt target + retain DDPM loss",

@@ -34,7 +34,7 @@ from ... import threads
 from ...errors import CourseError
 from ..registry import T2I_METHODS
 from .common import (ConceptSet, RetainSet, concept_prompts, diffusion_of, finish, generators, image_batch, noised,
-                     retain_loss, trainable_copy)
+                     retain_loss, top_share_masks, trainable_copy)
 
 
 def _prunable(model, trim: str = "attention") -> list[tuple[str, nn.Parameter]]:
@@ -89,16 +89,13 @@ def scissorhands(original, concept: ConceptSet, retain: RetainSet, *, sparsity: 
     model, params = trainable_copy(original, "full")
     sens = connection_sensitivity(model, concept, batches=prune_batches, batch_size=batch_size, guidance=guidance,
                                   seed=seed, trim=trim)
-    flat = torch.cat([s.flatten() for s in sens])
-    k = max(1, int(round((1 - sparsity) * flat.numel())))
-    threshold = torch.topk(flat, k).values.min()
+    chosen = top_share_masks(sens, 1 - sparsity)
     gen, rng = generators(seed + 1)
     with torch.no_grad():
-        for (name, p), s in zip(_prunable(model, trim), sens):
-            trim = s >= threshold
+        for (name, p), trimmed in zip(_prunable(model, trim), chosen):
             fresh = torch.zeros_like(p) if name.endswith("bias") else \
                 nn.init.trunc_normal_(torch.empty_like(p), std=0.02, generator=gen)
-            p.copy_(torch.where(trim, fresh, p))
+            p.copy_(torch.where(trimmed, fresh, p))
     for p in model.parameters():
         p.requires_grad_(False)
     for p in params:
