@@ -70,7 +70,7 @@ def main(argv=None) -> int:
         model = T2I_METHODS.get(name)(setup.original, setup.concept, setup.retain, seed=0)
         sync(device)
         unlearn_s = time.perf_counter() - t0
-        attack = unlearn_diff_attack(model, setup.original, setup.diffusion, setup.classifier, setup.target_images,
+        attack = unlearn_diff_attack(setup.original, model, setup.diffusion, setup.classifier, setup.target_images,
                                      setup.target_prompts, setup.target_seeds, setup.label, steps=args.attack_steps,
                                      tokens=cfg.attack_tokens, lr=cfg.attack_lr, timesteps_per_step=cfg.attack_timesteps,
                                      sample_steps=cfg.sample_steps, guidance=cfg.guidance)

@@ -191,3 +191,19 @@ def test_cli_writes_the_table_and_resumes(tmp_path, capsys):
     stem = Path(first["results_path"]).stem
     assert (tmp_path / f"{stem}-summary.png").exists() and (tmp_path / f"{stem}-summary.json").exists()
     assert json.loads((tmp_path / f"{stem}.json").read_text())["task"] == "t2i"   # the rows' identity is kept
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
+    """A run stopped after its first row keeps that row; the rerun computes only the missing one."""
+    class Stop(Exception):
+        pass
+
+    def stop(row):
+        raise Stop(row["method"])
+
+    with pytest.raises(Stop, match="original"):
+        run_rub_t2i(profile="quick", methods=["FMN"], out=tmp_path, progress=False, on_row=stop)
+    (path,) = tmp_path.glob("rub-t2i-*.jsonl")
+    assert [r["method"] for r in read_rows(path)] == ["original"]
+    again = run_rub_t2i(profile="quick", methods=["FMN"], out=tmp_path, progress=False)
+    assert again.computed_rows == 1 and [r["method"] for r in again.rows] == ["original", "FMN"]

@@ -145,7 +145,7 @@ def attack_statistics(steps, success) -> dict:
             "median_steps": float(np.median(s))}
 
 
-def unlearn_diff_attack(unlearned: T2IModel, original: T2IModel, diffusion: Diffusion, classifier,
+def unlearn_diff_attack(original: T2IModel, unlearned: T2IModel, diffusion: Diffusion, classifier,
                         target_images: torch.Tensor, prompts: list[str], seeds: list[int], concept_label: int, *,
                         steps: int = 100, tokens: int = 3, lr: float = 0.05, timesteps_per_step: int = 4,
                         sample_steps: int = 10, guidance: float = 2.0, max_norm: float | None = None,
@@ -154,6 +154,9 @@ def unlearn_diff_attack(unlearned: T2IModel, original: T2IModel, diffusion: Diff
 
     Parameters
     ----------
+    original, unlearned:
+        The model before unlearning (its prediction under the concept's prompt is eq. 3's target)
+        and the unlearned model under attack; neither is modified.
     target_images:
         ``(N, C, H, W)`` in [0, 1]: the original model's images of the concept.
     prompts, seeds:

@@ -297,7 +297,7 @@ def measure(setup: T2ISetup, model: T2IModel, *, seed: int, attack_steps: int, g
     """Retain utility, pre-/post-attack ASR and attack steps of ``model`` (one row's numbers)."""
     cfg = setup.config
     util = setup.utility(model)
-    attack = unlearn_diff_attack(model, setup.original, setup.diffusion, setup.classifier, setup.target_images,
+    attack = unlearn_diff_attack(setup.original, model, setup.diffusion, setup.classifier, setup.target_images,
                                  setup.target_prompts, setup.target_seeds, setup.label, steps=attack_steps,
                                  tokens=cfg.attack_tokens, lr=cfg.attack_lr, timesteps_per_step=cfg.attack_timesteps,
                                  sample_steps=cfg.sample_steps, guidance=cfg.guidance, seed=seed, progress=progress)
