@@ -40,7 +40,7 @@ from .common import (ConceptSet, RetainSet, concept_prompts, diffusion_of, esd_t
 @T2I_METHODS.register("AdvUnlearn", description="adversarial training of the text encoder: ESD loss on the attack's "
                                                 "prompt + retain regulariser",
                       source="Zhang et al. 2024 (AdvUnlearn), eq. 5", uses_data=False)
-def advunlearn(original, concept: ConceptSet, retain: RetainSet, *, steps: int = 80, lr: float = 5e-4,
+def advunlearn(original, concept: ConceptSet, retain: RetainSet, *, steps: int = 80, lr: float = 1e-3,
                batch_size: int = 16, warmup: int = 10, attack_every: int = 5, attack_steps: int = 30,
                attack_lr: float = 0.05, tokens: int = 3, retain_weight: float = 5.0, retain_batch: int = 16,
                eta: float = 1.0, ddim_steps: int = 10, start_guidance: float = 3.0, seed: int = 0,

@@ -42,7 +42,7 @@ from .common import (ConceptSet, RetainSet, concept_prompts, diffusion_of, esd_t
 @T2I_METHODS.register("ESD", description="ESD-u: negative guidance on the concept prompt, non-cross-attention weights",
                       source="Gandikota et al. 2023, eq. 5", uses_data=False)
 def esd(original, concept: ConceptSet, retain: RetainSet, *, variant: str = "u", eta: float = 1.0, steps: int = 60,
-        lr: float = 5e-5, batch_size: int = 16, ddim_steps: int = 5, start_guidance: float = 3.0, seed: int = 0,
+        lr: float = 5e-5, batch_size: int = 24, ddim_steps: int = 5, start_guidance: float = 3.0, seed: int = 0,
         progress: bool = False):
     """ESD (Gandikota et al., 2023): ``variant`` ``"u"`` (ESD-u) or ``"x"`` (ESD-x); see the module docstring."""
     if variant not in ("u", "x"):
