@@ -117,6 +117,17 @@ class InpaintingAttackResult:
                 "seconds_per_step": round(self.seconds / self.steps, 5) if self.steps else 0.0}
 
 
+def project_delta(base: torch.Tensor, delta: torch.Tensor, free: torch.Tensor, eps: float) -> torch.Tensor:
+    """The attacker's projection after each step: ``|delta| <= eps``, zero where ``free`` is 0, pixels in [0, 1].
+
+    ``base`` is the masked image T(x) ``(N, C, H, W)`` (hole pixels 0), ``delta`` the perturbation
+    of the same shape, ``free`` ``(N, 1, H, W)`` 1 where delta may act (the visible pixels, or all)
+    and 0 elsewhere. Returns the feasible delta (the L-inf ball, then the pixel box).
+    """
+    step = delta.clamp(-eps, eps) * free
+    return (base + step).clamp(0, 1) - base
+
+
 def inpainting_mapping_attack(unlearned: nn.Module, original: nn.Module, x: torch.Tensor, mask: torch.Tensor, *,
                               eps: float, steps: int = 50, step_size: float | None = None, region: str = "visible",
                               optimizer: str | None = None, batch_size: int = 256,
@@ -198,8 +209,7 @@ def inpainting_mapping_attack(unlearned: nn.Module, original: nn.Module, x: torc
                         step = delta.detach()
                     else:
                         step = delta.detach() - alpha * grad.sign()
-                    step = step.clamp(-eps, eps) * free
-                    step = (base + step).clamp(0, 1) - base   # back into the pixel box
+                    step = project_delta(base, step, free, eps)
                     if adam is not None:
                         delta.copy_(step)
                     else:

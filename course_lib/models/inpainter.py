@@ -260,5 +260,6 @@ def train_inpainter(model: Inpainter, x: torch.Tensor, *, epochs: int, lr: float
         last = total / count
         bar.set_postfix(loss=f"{last:.4f}", refresh=False)
     bar.close()
+    model.zero_grad(set_to_none=True)   # a freshly trained model looks like a loaded one: no stale .grad
     model.eval()
     return {"train_loss": last, "train_seconds": time.perf_counter() - t0}
