@@ -75,7 +75,7 @@ class T2IBudget(Budget):
         # quick and standard share the original model (same architecture and recipe), so the cached
         # checkpoint is reused and the methods' defaults, tuned on it, hold in both
         "quick": dict(profile="quick", targets=12, attack_steps=40, check_per_class=10, seeds=1),
-        "standard": dict(profile="standard", targets=24, attack_steps=100, check_per_class=20, seeds=1),
+        "standard": dict(profile="standard", targets=16, attack_steps=100, check_per_class=20, seeds=1),
         "full": dict(profile="full", dataset="mnist-5k", size=28, denoiser="diffusers", width=64, train_steps=20000,
                      batch_size=128, lr=2e-4, targets=50, attack_steps=100, check_per_class=50, seeds=3,
                      sample_steps=50, guidance=3.0),
@@ -96,7 +96,7 @@ class T2IBudget(Budget):
     sample_steps: int = 10
     guidance: float = 2.0
     check_per_class: int = 20
-    targets: int = 24
+    targets: int = 16
     attack_steps: int = 100
     attack_tokens: int = 3
     attack_lr: float = 0.05
