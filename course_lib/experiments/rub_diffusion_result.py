@@ -1,7 +1,7 @@
 """The result of RUB's text-to-image benchmark (chapter 8): Table 3's analogue, the paper's rows, a grid.
 
-:data:`PAPER_TABLE3` holds RUB's Table 3 (Stable Diffusion v1.4 with UnlearnDiffAtk's unlearned
-checkpoints, five concepts, 100-step cap): per method and concept the pre/post attack success rate
+:data:`PAPER_TABLE3` holds RUB's Table 3 (a pre-trained diffusion model unlearned with UnlearnDiffAtk's
+code base, five concepts, a 100-step cap): per method and concept the pre/post attack success rate
 and the mean/median number of attack steps.
 """
 from __future__ import annotations
