@@ -77,6 +77,27 @@ def run_one(path: Path, profile: str, timeout: int) -> dict:
             "seconds": round(time.perf_counter() - start, 1), "detail": detail}
 
 
+def schedule(notebooks: list[Path], previous: Path) -> list[Path]:
+    """The order to start the notebooks in: longest first, so that two jobs finish together.
+
+    The lengths come from the last run's ``timings.json`` where there is one; a notebook it does not
+    know counts as long. Without one, the chapters go first and their exercise pages after them (the
+    pages then also find the models their chapter cached).
+    """
+    try:
+        rows = json.loads(previous.read_text())["rows"]
+        seconds = {r["notebook"]: float(r["seconds"]) for r in rows}
+    except (OSError, ValueError, KeyError, TypeError):
+        seconds = {}
+
+    def key(nb: Path):
+        if seconds:   # the name run_one reports: the notebook with its folder
+            return (-seconds.get(str(nb.relative_to(nb.parents[1])), float("inf")), notebooks.index(nb))
+        return ("exercises" in nb.parts, notebooks.index(nb))
+
+    return sorted(notebooks, key=key)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="*", help="notebooks to run (default: every notebook of book/_toc.yml)")
@@ -112,8 +133,10 @@ def main(argv=None) -> int:
         print("--jobs must be at least 1", file=sys.stderr)
         return 2
     start = time.perf_counter()
+    order = schedule(chosen, Path(args.out) / "timings.json")
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each notebook runs in its own kernel process
-        rows = list(pool.map(job, chosen))
+        done = dict(zip(order, pool.map(job, order)))
+    rows = [done[nb] for nb in chosen]   # reported in reading order
     wall = time.perf_counter() - start
     (Path(args.out) / "timings.json").write_text(json.dumps({"profile": profile, "jobs": args.jobs,
                                                             "wall_seconds": round(wall, 1), "rows": rows}, indent=2))
