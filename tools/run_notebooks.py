@@ -50,6 +50,31 @@ def toc_notebooks(book: Path) -> list[Path]:
     return [book / f"{f}.ipynb" for f in files if (book / f"{f}.ipynb").exists()]
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def static_outputs(nb):
+    """Drop the live-widget parts of an executed notebook, keeping each output's static text or image.
+
+    tqdm.auto draws its progress bars as ipywidgets in a kernel, and Jupyter Book then loads the
+    widget manager and require.js from a CDN on every page that has one: a page that does not read
+    offline. The book shows what a widget stood for (its text/plain or image), not the widget.
+    """
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        kept = []
+        for output in cell.get("outputs", []):
+            data = output.get("data")
+            if data and WIDGET_VIEW in data:
+                del data[WIDGET_VIEW]
+                if not data:
+                    continue
+            kept.append(output)
+        if "outputs" in cell:
+            cell["outputs"] = kept
+    return nb
+
+
 def run_one(path: Path, profile: str, timeout: int) -> dict:
     import nbformat
     from nbclient import NotebookClient
@@ -72,7 +97,7 @@ def run_one(path: Path, profile: str, timeout: int) -> dict:
         status = "error"
         detail = str(exc).strip().splitlines()[-1][:500] if str(exc).strip() else repr(exc)
     finally:
-        nbformat.write(nb, path)
+        nbformat.write(static_outputs(nb), path)
     return {"notebook": str(path.relative_to(path.parents[1])), "status": status,
             "seconds": round(time.perf_counter() - start, 1), "detail": detail}
 
