@@ -34,7 +34,7 @@ book: $(STAMP)
 # build the HTML book from the executed copy (no notebook runs here)
 html:
 	rm -rf _build/html
-	$(BIN)/jupyter-book build $(EXECUTED)/book --config $(CURDIR)/_config.yml --toc $(EXECUTED)/book/_toc.yml --path-output $(CURDIR) $(JB_FLAGS)
+	$(BIN)/jupyter-book build $(EXECUTED)/book --config $(CURDIR)/_config.yml --toc $(CURDIR)/$(EXECUTED)/book/_toc.yml --path-output $(CURDIR) $(JB_FLAGS)
 	@test -f _build/html/index.html && echo "The book is in _build/html/index.html"
 
 # every page in headless Chromium (skipped with a message where no browser is installed, except in CI)

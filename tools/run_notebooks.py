@@ -50,6 +50,31 @@ def toc_notebooks(book: Path) -> list[Path]:
     return [book / f"{f}.ipynb" for f in files if (book / f"{f}.ipynb").exists()]
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def static_outputs(nb):
+    """Drop the live-widget parts of an executed notebook, keeping each output's static text or image.
+
+    tqdm.auto draws its progress bars as ipywidgets in a kernel, and Jupyter Book then loads the
+    widget manager and require.js from a CDN on every page that has one: a page that does not read
+    offline. The book shows what a widget stood for (its text/plain or image), not the widget.
+    """
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        kept = []
+        for output in cell.get("outputs", []):
+            data = output.get("data")
+            if data and WIDGET_VIEW in data:
+                del data[WIDGET_VIEW]
+                if not data:
+                    continue
+            kept.append(output)
+        if "outputs" in cell:
+            cell["outputs"] = kept
+    return nb
+
+
 def run_one(path: Path, profile: str, timeout: int) -> dict:
     import nbformat
     from nbclient import NotebookClient
@@ -72,9 +97,30 @@ def run_one(path: Path, profile: str, timeout: int) -> dict:
         status = "error"
         detail = str(exc).strip().splitlines()[-1][:500] if str(exc).strip() else repr(exc)
     finally:
-        nbformat.write(nb, path)
+        nbformat.write(static_outputs(nb), path)
     return {"notebook": str(path.relative_to(path.parents[1])), "status": status,
             "seconds": round(time.perf_counter() - start, 1), "detail": detail}
+
+
+def schedule(notebooks: list[Path], previous: Path) -> list[Path]:
+    """The order to start the notebooks in: longest first, so that two jobs finish together.
+
+    The lengths come from the last run's ``timings.json`` where there is one; a notebook it does not
+    know counts as long. Without one, the chapters go first and their exercise pages after them (the
+    pages then also find the models their chapter cached).
+    """
+    try:
+        rows = json.loads(previous.read_text())["rows"]
+        seconds = {r["notebook"]: float(r["seconds"]) for r in rows}
+    except (OSError, ValueError, KeyError, TypeError):
+        seconds = {}
+
+    def key(nb: Path):
+        if seconds:   # the name run_one reports: the notebook with its folder
+            return (-seconds.get(str(nb.relative_to(nb.parents[1])), float("inf")), notebooks.index(nb))
+        return ("exercises" in nb.parts, notebooks.index(nb))
+
+    return sorted(notebooks, key=key)
 
 
 def main(argv=None) -> int:
@@ -112,8 +158,10 @@ def main(argv=None) -> int:
         print("--jobs must be at least 1", file=sys.stderr)
         return 2
     start = time.perf_counter()
+    order = schedule(chosen, Path(args.out) / "timings.json")
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each notebook runs in its own kernel process
-        rows = list(pool.map(job, chosen))
+        done = dict(zip(order, pool.map(job, order)))
+    rows = [done[nb] for nb in chosen]   # reported in reading order
     wall = time.perf_counter() - start
     (Path(args.out) / "timings.json").write_text(json.dumps({"profile": profile, "jobs": args.jobs,
                                                             "wall_seconds": round(wall, 1), "rows": rows}, indent=2))
