@@ -32,10 +32,11 @@ class Profile(Budget):
     pretrain_lr:
         Initial SGD learning rate of pre-training, decayed linearly to 0 (paper: 0.1).
     pretrain_batch_size:
-        Mini-batch size of pre-training.
+        Mini-batch size of pre-training (the paper does not state it: a course choice).
     pretrain_momentum, pretrain_weight_decay:
-        SGD momentum and weight decay of pre-training. The paper states neither; 0.9 and 5e-4 are
-        the common choice for these ConvNets (a course choice).
+        SGD momentum and weight decay of pre-training. The paper states the weight decay, 5e-4,
+        and the schedule (linear decay), not the momentum: 0.9, the common choice for these
+        ConvNets, is a course choice.
     finetune_epochs:
         Epochs of fine-tuning M0 on the private split Du to get the deployed model M (paper: 1-3).
     finetune_lr:

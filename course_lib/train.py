@@ -2,8 +2,11 @@
 
 The model developer
 
-1. pre-trains M0 on the public split D0 (80 % of the training data): SGD with momentum 0.9,
-   weight decay 5e-4, learning rate 0.1 decayed linearly to 0 over the epochs (120 in ``full``);
+1. pre-trains M0 on the public split D0 (80 % of the training data): SGD with weight decay 5e-4
+   and a learning rate decayed linearly to 0 over the epochs (the paper: 0.1 over 120 epochs, the
+   ``full`` profile). The paper states neither momentum nor batch size: the course's choices are
+   momentum 0.9 and the profile's batch size (``Profile.pretrain_momentum``,
+   ``pretrain_batch_size``), and the CPU profiles start at 0.05 for their few epochs;
 2. fine-tunes M0 on the private split Du (20 %) to get the deployed model M: plain SGD, batch 128,
    learning rate 1e-3, a few epochs.
 

@@ -24,6 +24,9 @@ ALLOWED: dict[str, dict[str, str]] = {
         "(80 %)": "the split's definition (Section 3.1 of the inversion paper)",
         "(20 %)": "the split's definition",
     },
+    "03_feature_recovery": {
+        "came back at 20 dB or more": "the threshold the count uses (a definition)",
+    },
     "04_label_inference": {
         "2 queries per coordinate": "how ZOO counts queries (a definition)",
         "2n+1 queries": "how NES counts queries (a definition)",

@@ -126,6 +126,21 @@ def test_pruning_removes_requested_share_of_smallest_weights(p, scope):
     assert all(not hasattr(m, "weight_mask") for m, _ in D.prunable_weights(defended))
 
 
+def test_update_space_pruning_zeroes_the_smallest_entries_of_the_update():
+    original, unlearned = _pair()
+    u = torch.cat([t.reshape(-1) for t in D.unlearning_update(original, unlearned)])
+    defended = D.prune_model(original, unlearned, 0.9, space="update")
+    seen = torch.cat([t.reshape(-1) for t in D.unlearning_update(original, defended)])
+    assert int((seen == 0).sum()) >= round(0.9 * u.numel())
+    kept = seen != 0
+    assert torch.allclose(seen[kept], u[kept], atol=1e-7)   # the survivors are the update's own entries
+    assert float(u[kept].abs().min()) >= float(u[~kept].abs().max()) - 1e-7  # and its largest
+    assert torch.equal(parameter_vector(D.prune_model(original, unlearned, 0.0, space="update")),
+                       parameter_vector(unlearned))
+    with pytest.raises(CourseError, match="pruning space"):
+        D.prune_model(original, unlearned, 0.5, space="weights")
+
+
 # --------------------------------------------------------------------------- fine-tuning / label-only
 
 def test_finetune_changes_the_model_and_needs_data():
@@ -185,12 +200,14 @@ def test_accuracy_ratio_is_one_for_identical_models_and_drops_for_heavy_pruning(
 # --------------------------------------------------------------------------- evaluation (quick versions of the bars)
 
 def test_config_profiles_and_errors():
-    from course_lib.experiments.defense_evaluation import DefenseConfig
+    from course_lib.experiments.defense_evaluation import COURSE_CLIP_NORM, COURSE_GRIDS, PAPER_GRIDS, DefenseConfig
 
     quick = DefenseConfig.for_profile("quick")
-    assert quick.grid() == {n: (D.get_defense(n).paper_strengths[-1],) for n in D.PARAMETER_DEFENSES}
-    standard = DefenseConfig.for_profile("standard")
-    assert standard.grid()["obfuscation"] == (0.001, 0.003, 0.005, 0.007)
+    assert quick.grids == COURSE_GRIDS and quick.clip_norm == COURSE_CLIP_NORM and quick.pruning_space == "update"
+    paper = DefenseConfig.paper("standard")
+    assert paper.grids == PAPER_GRIDS and paper.clip_norm == 1.2 and paper.pruning_space == "parameters"
+    assert paper.grid()["obfuscation"] == (0.001, 0.003, 0.005, 0.007) and paper.noise_reading == "variance"
+    assert DefenseConfig.paper("quick").grid() == {n: (D.get_defense(n).paper_strengths[-1],) for n in D.PARAMETER_DEFENSES}
     assert DefenseConfig.for_profile("full").samples == 100
     with pytest.raises(CourseError):
         DefenseConfig.for_profile("quick", samples=0)
@@ -198,37 +215,35 @@ def test_config_profiles_and_errors():
         DefenseConfig.for_profile("quick", grids=(("dropout", (0.1,)),))
     with pytest.raises(CourseError):
         DefenseConfig.for_profile("quick", sigma=3)
+    with pytest.raises(CourseError, match="pruning space"):
+        DefenseConfig.for_profile("quick", pruning_space="weights")
 
 
-def test_strongest_parameter_defenses_stop_feature_recovery():
-    """Quick version of the bar: each defense's strongest setting lowers mean recovery PSNR by >= 5 dB.
+def test_course_grid_degrades_the_recovery_gradually():
+    """Quick version of the bar: on the course's grid each defense has a setting that lowers the mean
+    recovery PSNR by 1-5 dB, its curve has >= 3 distinct points, clipping binds, and the strongest
+    setting (one of the paper's values for obfuscation and fine-tuning) kills the attack.
 
-    Seed 6 removes a digit that the quick inversion budget recovers (about 14.5 dB; most seeds do not),
-    so the undefended baseline is a real recovery and the drop means something.
+    Measured at quick, seed 6 (the chapter's digit), load 2.5-3.2: baseline 18.0 dB; obfuscation
+    sigma 1e-15 -4.8 dB, 1e-3 -12.1; fine-tuning lr 3e-12 -4.8, 1e-3 -9.7; update pruning 0.99 -6.8.
     """
     from course_lib.experiments.defense_evaluation import run_defenses
 
     result = run_defenses(profile="quick", seed=6, attacks=("recover",), progress=False)
-    base = result.baseline_psnr()
-    assert base >= 12.0
+    assert result.baseline_psnr() >= 12.0
     table = result.table()
-    mean_image = result.settings["mean_image_psnr"]
     for name in D.PARAMETER_DEFENSES:
-        # quick version: the quick baseline is only ~14.5 dB, so the issue's 5 dB (a standard-profile
-        # bar) is asked as 4 dB here, plus: the defended recovery is no better than the mean image
-        assert result.psnr_drop(name) >= 4.0, (name, result.psnr_drop(name), base)
-        assert result.mean_psnr(name, result.strongest(name)) <= mean_image, (name, mean_image)
-        row = table[(table.defense == name) & (table.value == result.strongest(name))].iloc[0]
-        assert 0.0 <= row["accuracy ratio"] <= 1.5
-        assert abs(row["update cosine"]) < 0.2  # the released difference no longer points along the update
-    pruning = table[table.defense == "pruning"].iloc[0]
-    assert pruning["accuracy ratio"] < 0.9  # the cost is in the table
+        drops = table[table.defense == name]["PSNR drop (dB)"]
+        assert ((drops >= 1.0) & (drops <= 5.0)).any(), (name, drops.tolist())
+        assert result.curve_points(name) >= 3, name
+        assert result.psnr_drop(name) >= 4.0, (name, result.psnr_drop(name))
+    assert (table[table.defense == "obfuscation"]["clipping binds"] == "1/1").all()
     payload = result.to_dict()
     assert set(payload["psnr_drop_at_strongest"]) == set(D.PARAMETER_DEFENSES)
     import json
 
     json.dumps(payload)
-    assert result.image_grid() is not None and result.plot() is not None
+    assert result.image_grid() is not None and result.image_grid(sample=None) is not None and result.plot() is not None
 
 
 def test_label_only_answers_leave_the_probability_attack_nothing():

@@ -61,6 +61,23 @@ def test_float64_removes_rounding_and_reference_estimator_is_exact_for_one_batch
     assert plain < gradient_cosine(ref, true)
 
 
+def test_eq13_step_uses_the_training_set_size_below_the_batch_size(pipe):
+    from course_lib.unlearn.paper import approximate_step, effective_batch_size
+
+    assert effective_batch_size(8, 128) == 8 and effective_batch_size(4000, 128) == 128
+    with pytest.raises(CourseError):
+        effective_batch_size(0, 128)
+    # M fine-tuned on N = 8 samples is one batch of 8: approximate unlearning adds (eta m / 8) * g
+    case = make_unlearning_case(setup=pipe, unlearning="approximate", train_size=8, forget=[2], seed=3,
+                                precision="float64")
+    step = torch.cat([(u - o).reshape(-1) for o, u in zip(case.original.parameters(), case.unlearned.parameters())])
+    g = torch.cat([t.reshape(-1) for t in true_gradient(case.pretrained, case.forget)])
+    ratio = float(step @ g / (g @ g))
+    assert ratio == pytest.approx(pipe.profile.finetune_lr * pipe.finetune_epochs / 8, rel=1e-6)
+    assert approximate_step(pipe, train_size=8) == pytest.approx(ratio, rel=1e-6)
+    assert approximate_step(pipe) == pipe.profile.finetune_lr * pipe.finetune_epochs / 128
+
+
 def test_analytic_label_from_last_layer(pipe):
     for i in range(6):
         forget = pipe.private.subset([i])

@@ -159,7 +159,7 @@ def test_quick_bars_probability_api(quick_result):
     assert r.accuracy("approximate", 0.5) >= 0.7
     assert r.accuracy("exact", 1.0) >= 0.6
     # the unlearned class's own probes lose confidence (beta > 0) in every approximate case
-    betas = r.betas["probs/m=%d/approximate/p_u=1.0" % r.config["probes_per_class"]]
+    betas = r.betas["probs/course/m=%d/approximate/p_u=1.0" % r.config["probes_per_class"]]
     assert all(betas[c][c] > 0 for c in range(10))
 
 
@@ -181,6 +181,27 @@ def test_quick_bars_label_only_and_top_k(quick_result):
     table = r.table()
     assert {"API", "p_u", "acc."} <= set(table.columns) and len(table) == len(r.rows)
     r.plot()
+
+
+def test_table3_runs_the_papers_zoo_preset_beside_the_courses_on_the_same_models():
+    """Chapter 4's two presets (quick, small ZOO budget): the paper's ZOO probes grouped by M's
+    prediction and the course's NES probes grouped by target, on the same unlearned models."""
+    from course_lib.experiments.label_inference import LabelInferenceConfig, run_label_inference
+
+    assert LabelInferenceConfig.for_profile("standard").presets == ("paper", "course")
+    cfg = LabelInferenceConfig.for_profile("quick", presets=("paper", "course"), forget_shares=(1.0,),
+                                           multi_classes=(), label_only=False, zoo_max_queries=1_500,
+                                           zoo_probes_per_class=2)
+    r = run_label_inference("mnist-5k", profile="quick", seed=0, config=cfg, progress=False)
+    paper, course = r.probe_sets["paper"], r.probe_sets["course"]
+    assert paper["method"] == "zoo" and paper["grouping"] == "predicted" and not paper["calibrated"]
+    assert course["method"] == "nes" and course["grouping"] == "target"
+    assert paper["queries_per_probe_mean"] <= 1_500 + 100  # ZOO's budget per probe (one step may overshoot)
+    presets = {row["preset"] for row in r.rows if row["api"] == "probs"}
+    assert presets == {"paper", "course"}
+    for preset in presets:
+        assert 0.0 <= r.accuracy("approximate", 1.0, preset=preset) <= 1.0
+    assert set(r.table()["preset"]) >= {"paper", "course"}
 
 
 def test_probing_a_model_that_unlearned_nothing_finds_no_drop():

@@ -122,27 +122,30 @@ def test_ga_ascends_on_the_head_and_stops_at_the_forgetting_level():
     others = test.subset(torch.nonzero(test.y != 0).flatten())
     ga = CLASSIFICATION_METHODS.get("GA")
 
-    head = ga(model, forget, retain, lr=0.1, seed=0)
+    head = ga(model, forget, retain, lr=0.1, epochs=10, stop_accuracy=0.08, seed=0)  # the adaptive landing (an addition)
     head_params = [id(p) for p in classifier_head(head).parameters()]
     moved = [id(q) for p, q in zip(model.parameters(), head.parameters()) if not torch.equal(p, q)]
     assert moved and set(moved) <= set(head_params)          # the feature layers did not move
     assert all(p.requires_grad for p in head.parameters())
     level = forget_accuracy(head, forget.x, forget.y)
     assert 0.04 <= level <= 0.08                             # forgotten, and stopped *at* the 8 % level
-    unlanded = ga(model, forget, retain, lr=0.1, landing_steps=0, seed=0)
+    unlanded = ga(model, forget, retain, lr=0.1, epochs=10, stop_accuracy=0.08, landing_steps=0, seed=0)
     assert forget_accuracy(unlanded, forget.x, forget.y) < level  # the last full step overshoots
     # through every layer, the classes that stay pay for it; on the head alone they do not
-    everywhere = ga(model, forget, retain, layers="all", lr=0.01, seed=0)
+    everywhere = ga(model, forget, retain, layers="all", lr=0.01, epochs=10, stop_accuracy=0.08, seed=0)
     assert forget_accuracy(everywhere, forget.x, forget.y) <= 0.08
     assert accuracy(head, others) >= accuracy(model, others) - 0.03
     assert accuracy(everywhere, others) < accuracy(head, others) - 0.05
+    # the fixed recipe (default) runs every epoch: it overshoots the landing, its UA is a measurement
+    fixed = ga(model, forget, retain, lr=0.1, epochs=10, seed=0)
+    assert forget_accuracy(fixed, forget.x, forget.y) < level
     with pytest.raises(CourseError, match="GA layers"):
         ga(model, forget, retain, layers="body")
 
 
 def test_uma_stays_in_the_ball_and_maps_back(digits_model):
     model, forget, retain = digits_model
-    unlearned = CLASSIFICATION_METHODS.get("GA")(model, forget, retain, lr=1e-3, epochs=20, seed=0)
+    unlearned = CLASSIFICATION_METHODS.get("GA")(model, forget, retain, lr=1e-3, epochs=20, stop_accuracy=0.08, seed=0)
     x = forget.x[:40]
     eps = 16 / 255
     res = unlearning_mapping_attack(model, unlearned, x, eps=eps, steps=10, seed=0)
@@ -167,12 +170,15 @@ def quick_run(tmp_path_factory):
 
 
 def test_quick_benchmark_every_method_forgets_and_keeps_accuracy(quick_run):
+    # fixed recipes: UA before the attack is measured, not a target (IU's fixed step leaves 14 % at
+    # quick, seed 0; the others 0-6 %)
     summ = {r["method"]: r for r in quick_run.summary()}
     orig = summ["Original"]
     assert orig["ua_mean@0"] >= 95 and orig["ta_mean"] >= 95
     for m in ["retrain", "FT", "GA", "RL", "IU", "l1-sparse", "SalUn"]:
-        assert summ[m]["ua_mean@0"] <= 10.0, (m, summ[m]["ua_mean@0"])
+        assert summ[m]["ua_mean@0"] <= 25.0, (m, summ[m]["ua_mean@0"])
         assert summ[m]["ta_mean"] >= orig["ta_mean"] - 5.0, (m, summ[m]["ta_mean"])
+        assert summ[m]["ra_mean"] >= 95.0, (m, summ[m]["ra_mean"])
     # the shadow-model MIA tells the original (members) from the retrained model (not members)
     assert orig["mia_mean@0"] >= 0.5
     assert summ["retrain"]["mia_mean@0"] <= 0.2
@@ -180,17 +186,16 @@ def test_quick_benchmark_every_method_forgets_and_keeps_accuracy(quick_run):
 
 
 def test_quick_benchmark_shows_the_rub_pattern(quick_run):
-    # The bar: retrain stays <= 5 % under UMA at 16/255 while at least two of FT, IU,
-    # l1-sparse and GA regain >= 30 points. Measured at quick (seed 0, 100 forget digits): GA +66,
-    # IU +71, FT +14, l1-sparse +2, retrain 0. (At standard, 3 seeds, only GA clears 30 points at
-    # 16/255 and FT, IU and l1-sparse join it at 24/255; see chapter 5.)
+    # Quick version of the bar: retrain stays <= 5 % under UMA at 16/255 while at least two of RUB's
+    # own methods (not GA) regain >= 30 UA points, every method at its fixed recipe. Measured at quick
+    # (seed 0, 100 forget digits, 10 UMA steps): IU +65, l1-sparse +32, FT +6, RL and SalUn 0,
+    # retrain 0; GA (the extra) 0.
     pattern = quick_run.rub_pattern(16 / 255)
     assert pattern["retrain_ua_under_attack"] <= 5.0
-    gains = {m: pattern["ua_gain_points"][m] for m in ("FT", "IU", "l1-sparse", "GA")}
-    assert sum(g >= 30 for g in gains.values()) >= 2, pattern
-    assert pattern["pattern"] and "GA" in pattern["methods_regaining_30_points"], pattern
+    assert pattern["pattern"] and len(pattern["methods_regaining_30_points"]) >= 2, pattern
+    assert "GA" not in pattern["methods_regaining_30_points"]
     table = quick_run.table()
-    assert "UA (ε=16/255)" in table.columns and "retrain" in table.index
+    assert "UA (ε=16/255)" in table.columns and "retrain" in table.index and "GA (extra)" in table.index
     d = quick_run.to_dict()
     json.dumps(d)
     assert len(d["rows"]) == 1 + 7 * 2
@@ -241,3 +246,35 @@ def test_random_forgetting_measures_ta_on_the_whole_test_split(tmp_path):
     assert result.config["forget_share"] == 0.05 and result.config["forget_classes"] == []
     iu = [r for r in result.rows if r["method"] == "IU"]
     assert len(iu) == 1 and 0.0 <= iu[0]["ua"] <= 1.0
+
+
+def test_rub_pattern_counts_rubs_own_methods_only_and_the_landing_is_a_switch():
+    from course_lib.experiments.rub_classification import RUB_METHODS, RubConfig
+    from course_lib.experiments.rub_result import RubResult
+
+    def row(method, eps, ua, seed=0):
+        return {"method": method, "seed": seed, "eps": eps, "ta": 0.9, "ra": 0.95, "ua": ua, "mia": [0.5],
+                "mia_svc": [0.5], "attack": {"seconds": 0.0}, "unlearn_seconds": 0.0}
+
+    e = 16 / 255
+    rows = [row("original", 0.0, 1.0)]
+    for method, before, after in (("retrain", 0.0, 0.02), ("FT", 0.05, 0.60), ("GA", 0.05, 0.90), ("IU", 0.1, 0.3)):
+        rows += [row(method, 0.0, before), row(method, e, after)]
+    result = RubResult(rows, ["retrain", "FT", "GA", "IU"], [0.0, e], {}, "x")
+    pattern = result.rub_pattern(e)
+    # GA regains 85 points but is not one of RUB's methods: FT alone is one method, not two
+    assert pattern["methods_regaining_30_points"] == ["FT"] and pattern["extras_regaining_30_points"] == ["GA"]
+    assert not pattern["pattern"] and result.smallest_pattern_eps() is None
+    rows += [row("IU", e, 0.5, seed=0)]  # a second IU row at 16/255: IU's mean gain is now 30 points
+    result = RubResult(rows, ["retrain", "FT", "GA", "IU"], [0.0, e], {}, "x")
+    assert result.rub_pattern(e)["pattern"] and result.smallest_pattern_eps() == e
+    summary = {r["method"]: r for r in result.summary()}
+    assert summary["FT"]["ra_mean"] == pytest.approx(95.0) and summary["GA"]["rub_method"] is False
+    assert "GA (extra)" in result.table().index and "RA" in result.table().columns
+    assert "GA" not in RUB_METHODS and len(RUB_METHODS) == 6
+    # the adaptive landing is off by default (fixed recipes) and reaches only GA and IU when on
+    assert RubConfig.for_profile("quick").method_options("IU") == {}
+    landed = RubConfig.for_profile("quick", landing=0.08)
+    assert landed.method_options("IU") == {"stop_accuracy": 0.08} and landed.method_options("FT") == {}
+    with pytest.raises(CourseError, match="landing"):
+        RubConfig.for_profile("quick", landing=1.5)

@@ -8,7 +8,7 @@ Public API (chapter 4 and the defenses of chapter 6 call it)
 
     * ``output="probs"``: the probability vectors, float64 ``(N, num_classes)``;
     * ``output="labels"``: only the predicted labels, int64 ``(N,)`` (the label-only defense that
-      the inversion paper suggests in Section 8).
+      the inversion paper suggests in Section 9).
 
     Every call adds ``N`` to ``api.queries``; ``api.reset_queries()`` sets it back to 0.
 

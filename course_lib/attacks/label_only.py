@@ -1,6 +1,6 @@
 """Label inference through a label-only API (beyond the paper; chapter 4).
 
-Section 8 of the inversion paper suggests, as a defense, that the server answer with the predicted
+Section 9 of the inversion paper suggests, as a defense, that the server answer with the predicted
 label only. This module attacks such a server. The attacker never sees a probability:
 
 1. **Seeds.** Query ``seed_pool`` random inputs (Gaussian noise drawn at a random resolution

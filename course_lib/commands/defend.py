@@ -22,7 +22,7 @@ def register(sub) -> None:
     from ..defenses import DEFENSES
 
     grids = "; ".join(f"{n}: {d.parameter} in {', '.join(f'{s:g}' for s in d.paper_strengths)}"
-                      for n, d in ((e.name, e.obj) for e in DEFENSES.entries()))
+                      for n, d in ((e.name, e.obj) for e in DEFENSES.entries()))  # the paper's grids
     p = sub.add_parser("defend", help="evaluate defenses against feature recovery and label inference",
                        description=f"Apply a defense to the unlearned model and attack it again. Paper grids: {grids}. "
                                    "Without --defense, every defense of chapter 6's grid is evaluated.")
@@ -33,6 +33,9 @@ def register(sub) -> None:
     p.add_argument("--attack", choices=("recover", "infer-label", "both"), default="recover",
                    help="feature recovery (server, white-box), label inference (user, black-box) or both; "
                         "default recover")
+    p.add_argument("--grid", choices=("course", "paper"), default="course",
+                   help="the strengths evaluated without --strength: the course's grid (an addition, spanning "
+                        "the range in which the attack degrades; default) or the paper's (Table 4)")
     p.add_argument("--samples", type=positive_int, default=None,
                    help="removed samples averaged by the recovery attack (default: the profile's)")
     add_recipe_options(p, out="results/defend", model=False)
@@ -42,7 +45,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..defenses import get_defense
     from ..errors import CourseError
-    from ..experiments.defense_evaluation import run_defenses
+    from ..experiments.defense_evaluation import DefenseConfig, run_defenses
 
     if args.strength is not None and args.defense is None:
         raise CourseError("--strength needs --defense (which defense the strengths belong to).")
@@ -55,6 +58,7 @@ def run(args) -> int:
     label_only = args.defense is None or get_defense(args.defense).api == "labels"
     result = run_defenses(args.dataset, profile=args.profile, seed=args.seed, attacks=attacks, defenses=defenses,
                           strengths=strengths, samples=args.samples, include_label_only=label_only,
+                          config=(DefenseConfig.paper if args.grid == "paper" else DefenseConfig.for_profile)(args.profile),
                           progress=not args.json)
     what = " and ".join("feature recovery" if a == "recover" else "label inference" for a in attacks)
     lines = [f"{args.defense or 'every defense'} against {what} ({result.settings['dataset']}, profile "

@@ -36,7 +36,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiments.label_inference import run_label_attack
+    from ..experiments.label_attack import run_label_attack
 
     output_folder(args)
     classes = None

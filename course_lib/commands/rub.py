@@ -74,8 +74,11 @@ def register(sub) -> None:
                         help="random forgetting of this share of the training samples, e.g. 0.1")
     g.add_argument("--eps", type=eps_list, default=None, help="UMA radii on [0, 1] pixels, e.g. 0,8/255,16/255 (the default)")
     g.add_argument("--mia-seeds", type=positive_int, default=None, help="MIA seeds (default: the profile's)")
+    g.add_argument("--landing", type=parse_eps, default=None,
+                   help="the adaptive landing (a course addition, off by default): GA and IU stop at this forget "
+                        "accuracy, e.g. 0.08; without it every method runs its fixed recipe")
     RUB_TASKS.register("classification", RubTask("classification",
-                                                  ("forget_classes", "forget_share", "eps", "mia_seeds"),
+                                                  ("forget_classes", "forget_share", "eps", "mia_seeds", "landing"),
                                                   run_classification))
     for name in TASK_MODULES:
         try:
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_classification(args: argparse.Namespace) -> int:
-    from ..experiments.rub_classification import DEFAULT_EPS, run_rub
+    from ..experiments.rub_classification import DEFAULT_EPS, RubConfig, run_rub
 
     output_folder(args)
     if args.forget_share is not None:
@@ -113,12 +116,14 @@ def run_classification(args: argparse.Namespace) -> int:
     result = run_rub(args.dataset or "mnist-5k", args.model, profile=args.profile, methods=args.methods,
                      forget_classes=forget_classes, forget_share=args.forget_share,
                      eps=args.eps if args.eps is not None else DEFAULT_EPS, seeds=args.seeds,
-                     mia_seeds=args.mia_seeds, out=args.out, progress=not args.json)
+                     mia_seeds=args.mia_seeds, out=args.out, progress=not args.json,
+                     config=RubConfig.for_profile(args.profile, landing=args.landing))
     table = result.table()
     pattern = result.rub_pattern()
     text = (f"{table.to_string()}\n\n"
             f"RUB pattern at eps={pattern['eps']:.4f}: retrain UA under attack {pattern['retrain_ua_under_attack']:.2f} %, "
-            f"methods regaining >= 30 UA points: {', '.join(pattern['methods_regaining_30_points']) or 'none'}"
+            f"RUB's methods regaining >= 30 UA points: {', '.join(pattern['methods_regaining_30_points']) or 'none'}"
+            f" (extras: {', '.join(pattern['extras_regaining_30_points']) or 'none'})"
             f" -> {'shown' if pattern['pattern'] else 'not shown'}\n"
             f"rows: {len(result.rows)} ({result.computed_rows} computed now) in {result.results_path}")
     from pathlib import Path

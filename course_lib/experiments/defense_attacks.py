@@ -54,6 +54,8 @@ def _finetune_data(pipe, cfg, seed: int) -> Dataset:
 def _defense_options(name: str, cfg, ft_data: Dataset, pipe) -> dict:
     if name == "finetune":
         return {"data": ft_data, "epochs": cfg.finetune_epochs, "batch_size": cfg.finetune_batch_size}
+    if name == "pruning":
+        return {"space": cfg.pruning_space}
     if name == "obfuscation":
         return {"clip_norm": cfg.clip_norm, "space": cfg.obfuscation_space, "noise": cfg.noise_reading,
                 "step_scale": approximate_step(pipe)}
@@ -113,7 +115,11 @@ def recovery_under_defenses(dataset: str, settings: list[tuple[str, float]], cfg
                 "psnr": row["psnr"], "ssim": row["ssim"], "lpips": row["lpips"], "rmse": row["rmse"],
                 "accuracy_ratio": 1.0 if defense == NO_DEFENSE else _ratio(released, base_acc, validation),
                 "update_cosine": 1.0 if defense == NO_DEFENSE else _update_cosine(original, unlearned, released),
-                "attack_cosine": rec.summary.get("attack_cosine"), "seconds": float(rec.cost.get("seconds", 0.0))})
+                "attack_cosine": rec.summary.get("attack_cosine"), "seconds": float(rec.cost.get("seconds", 0.0)),
+                "clipping_binds": (D.clipping_binds(original, unlearned, cfg.clip_norm, step_scale=approximate_step(pipe))
+                                   if defense == "obfuscation" and cfg.obfuscation_space == "gradient" else
+                                   D.clipping_binds(original, unlearned, cfg.clip_norm) if defense == "obfuscation"
+                                   else None)})
             images[(defense, float(strength))].append(rec.recovered[0].float())
             if rec.lpips_reason:
                 settings_out["lpips_reason"] = rec.lpips_reason
@@ -224,3 +230,50 @@ def labels_under_defenses(dataset: str, settings: list[tuple[str, float]], cfg, 
                     "probes_per_class": cfg.probes_per_class, "probe_method": lcfg.probe_method,
                     "subset_per_class": lcfg.subset_per_class}
     return {"rows": rows, "settings": settings_out, "cost": cost}
+
+
+def signal_table(pipe, cfg, *, seed: int = 0, extra_grids: dict | None = None, utility_grids=None):
+    """How big the signal is against each defense's perturbation, before any attack (chapter 6).
+
+    For the removed samples that :func:`recovery_under_defenses` would choose (``cfg.samples`` of
+    them, by ``seed``), approximate unlearning of each one, then every (defense, strength) of
+    ``cfg``'s grid (and of each config in ``extra_grids``, ``{name: DefenseConfig}``): the cosine
+    between the released difference theta_d - theta and the true update, whether clipping binds
+    (obfuscation), the accuracy ratio, and the norms of the removed sample's gradient and update.
+    ``utility_grids``: the names of the grids whose accuracy ratio is measured (``None``: all; the
+    others get NaN, e.g. when :func:`run_defenses` measures it anyway).
+    Returns a pandas DataFrame, one row per (grid, defense, strength, sample).
+    """
+    import pandas as pd
+
+    from .recovery import make_unlearning_case
+
+    case = make_unlearning_case(setup=pipe, unlearning="approximate", num_forget=1, seed=seed, precision="float64")
+    original, m0, prof = case.original, case.pretrained, pipe.profile
+    train = case.train_set.astype(torch.float64)
+    chosen = sample_indices(train, cfg.samples, seed=seed + 1000).tolist()
+    ft_data = _finetune_data(pipe, cfg, seed)
+    validation = _validation(pipe.test, cfg, seed)
+    step = approximate_step(pipe)
+    grids = {"course": cfg, **(extra_grids or {})}
+    rows = []
+    for i, idx in enumerate(chosen):
+        forget = train.subset([idx])
+        unlearned = approximate_unlearning(m0, original, forget, lr=prof.finetune_lr, epochs=case.settings["epochs"],
+                                           batch_size=prof.finetune_batch_size)
+        u_norm = float(flatten(D.unlearning_update(original, unlearned)).norm())
+        base_acc = D.validation_accuracy(unlearned, validation)
+        for grid_name, grid_cfg in grids.items():
+            for defense, strengths in grid_cfg.grid().items():
+                for strength in strengths:
+                    released = D.apply_defense(defense, original, unlearned, strength, seed=seed + i,
+                                               **_defense_options(defense, grid_cfg, ft_data, pipe))
+                    binds = (D.clipping_binds(original, unlearned, grid_cfg.clip_norm, step_scale=step)
+                             if defense == "obfuscation" else None)
+                    rows.append({"grid": grid_name, "defense": defense, "value": float(strength), "sample": int(idx),
+                                 "label": int(forget.y[0]), "||g||": u_norm / step, "||u||": u_norm,
+                                 "cosine(released, true update)": _update_cosine(original, unlearned, released),
+                                 "clipping binds": binds,
+                                 "accuracy ratio": (_ratio(released, base_acc, validation)
+                                                    if utility_grids is None or grid_name in utility_grids else float("nan"))})
+    return pd.DataFrame(rows)

@@ -32,7 +32,7 @@ import torch
 
 from .. import defenses as D
 from ..attacks.inversion import InversionConfig
-from ..budgets import Budget
+from ..budgets import Budget, profile_name
 from ..config import get_profile
 from ..data import Dataset
 from ..errors import CourseError, check_choice
@@ -41,6 +41,31 @@ from .defense_attacks import labels_under_defenses, recovery_under_defenses
 from .defense_result import DefensesResult
 
 ATTACKS = ("recover", "infer-label")
+
+#: The paper's grids (Table 4): ``DefenseConfig.paper()``.
+PAPER_GRIDS = tuple((name, D.get_defense(name).paper_strengths) for name in D.PARAMETER_DEFENSES)
+#: The course's grids (an addition, ``DefenseConfig``'s default), read at the scale of what the attack
+#: reads. Approximate unlearning of one sample moves the weights by u = (eta m / b) g: on mnist-5k's
+#: convnet-spatial (quick, the digit of seed 6) ||u|| is about 5e-11 and ||g|| about 6e-6 over 138k
+#: parameters, so every strength of the paper's grids perturbs theta_d - theta by orders of magnitude
+#: more than u and kills the attack, whatever it costs. The course's values sit where the cosine between
+#: the released and the true update falls from about 1 to about 0 (``signal_table``):
+#:
+#: * obfuscation: noise of variance sigma on the clipped unlearning gradient (the paper's reading), with
+#:   the course's bound C = 3e-6 (below that gradient's norm, so that clipping binds), per-coordinate
+#:   noise std sqrt(sigma) around the gradient's per-coordinate size, then the paper's smallest sigma;
+#: * pruning in update space (``pruning_space="update"``): the share p of the smallest entries of u is
+#:   zeroed; pruning the weights themselves (the paper's) moves theta_d - theta by at least the smallest
+#:   weight, about 2e-7 here, and leaves nothing to recover at any p;
+#: * fine-tuning at learning rates whose 20 SGD steps move the weights by about as much as u, then
+#:   the paper's smallest lr (where the utility cost appears).
+COURSE_GRIDS = (("obfuscation", (1e-17, 1e-16, 1e-15, 1e-3)),
+                ("pruning", (0.9, 0.97, 0.99)),
+                ("finetune", (1e-13, 6e-13, 3e-12, 1e-3)))
+#: The quick profile's course grid (one removed sample): the same values.
+QUICK_GRIDS = COURSE_GRIDS
+#: C of the course's obfuscation (a course choice): below the one-sample unlearning gradient's norm.
+COURSE_CLIP_NORM = 3e-6
 
 
 @dataclass(frozen=True)
@@ -52,16 +77,21 @@ class DefenseConfig(Budget):
     samples:
         Removed samples (one at a time) averaged per setting of the recovery attack (paper: 100).
     grids:
-        ``((defense, (strength, ...)), ...)``: the strengths evaluated. ``standard`` and ``full``
-        use the paper's grids (Table 4); ``quick`` only the strongest of each (CI budget).
-    restarts, iterations:
-        The inversion budget of the sweep (``None``: :meth:`InversionConfig.for_profile`).
+        ``((defense, (strength, ...)), ...)``: the strengths evaluated. The default is the course's
+        grid (:data:`COURSE_GRIDS`, an addition: it spans the range in which the attack degrades);
+        :meth:`paper` uses the paper's (Table 4, :data:`PAPER_GRIDS`).
+    restarts, iterations, feature_iterations, sharpen_iterations:
+        The inversion budget of the sweep (``None``: the profile's :class:`InversionConfig`).
     unlearning:
         ``"approximate"`` (Section 7's setting) or ``"exact"``.
     finetune_samples, finetune_epochs, finetune_batch_size:
         The fine-tuning defense's additional data (drawn from the public split D0) and schedule.
     clip_norm:
-        C of parameter obfuscation (paper: 1.2).
+        C of parameter obfuscation (paper: 1.2, which never binds on a one-sample gradient of a few
+        1e-6; the course's grid uses :data:`COURSE_CLIP_NORM`, below it, so that it binds).
+    pruning_space:
+        ``"update"`` (the course's grid: prune the unlearning update's smallest entries) or
+        ``"parameters"`` (the paper's: prune M_u's weights); see :func:`course_lib.defenses.prune_model`.
     obfuscation_space, noise_reading:
         Where obfuscation clips and adds noise (``"gradient"``: the unlearning gradient, the
         paper's reading; ``"parameters"``: the weights) and how sigma is read (``"variance"`` as
@@ -86,14 +116,17 @@ class DefenseConfig(Budget):
     """
 
     samples: int = 4
-    grids: tuple = tuple((name, D.get_defense(name).paper_strengths) for name in D.PARAMETER_DEFENSES)
+    grids: tuple = COURSE_GRIDS
     restarts: int | None = None
     iterations: int | None = None
+    feature_iterations: int | None = None
+    sharpen_iterations: int | None = None
     unlearning: str = "approximate"
     finetune_samples: int = 100
     finetune_epochs: int = 5
     finetune_batch_size: int = 25
-    clip_norm: float = D.DEFAULT_CLIP_NORM
+    clip_norm: float = COURSE_CLIP_NORM
+    pruning_space: str = "update"
     obfuscation_space: str = "gradient"
     noise_reading: str = "variance"
     label_forget_share: float = 1.0
@@ -106,9 +139,11 @@ class DefenseConfig(Budget):
 
     budget_name: ClassVar[str] = "defenses"
     PROFILES: ClassVar[dict] = {
-        "quick": dict(samples=1, grids=tuple((n, (D.get_defense(n).paper_strengths[-1],)) for n in D.PARAMETER_DEFENSES),
-                      probes_per_class=4, label_classes=3, validation_size=500),
-        "standard": dict(samples=3, probes_per_class=10, label_grid="strongest"),
+        "quick": dict(samples=1, grids=QUICK_GRIDS, restarts=8, iterations=100, feature_iterations=100,
+                      sharpen_iterations=50, probes_per_class=4, label_classes=3, validation_size=500,
+                      label_grid="strongest"),
+        "standard": dict(samples=3, restarts=8, iterations=100, feature_iterations=100, sharpen_iterations=50,
+                         probes_per_class=10, label_grid="strongest"),
         "full": dict(samples=100, probes_per_class=10),
     }
 
@@ -120,6 +155,9 @@ class DefenseConfig(Budget):
         check_choice(self.unlearning, ("approximate", "exact"), "unlearning method")
         check_choice(self.obfuscation_space, D.OBFUSCATION_SPACES, "obfuscation space")
         check_choice(self.noise_reading, D.NOISE_READINGS, "noise reading")
+        check_choice(self.pruning_space, D.PRUNING_SPACES, "pruning space")
+        if not self.clip_norm > 0:
+            raise CourseError(f"clip_norm must be positive; got {self.clip_norm}.")
         for name, strengths in self.grids:
             D.get_defense(name)
             if len(strengths) == 0:
@@ -134,6 +172,16 @@ class DefenseConfig(Budget):
 
     def grid(self) -> dict[str, tuple[float, ...]]:
         return {name: tuple(float(s) for s in strengths) for name, strengths in self.grids}
+
+    @classmethod
+    def paper(cls, profile=None, **overrides) -> "DefenseConfig":
+        """Section 7 as the paper ran it: Table 4's grids (:data:`PAPER_GRIDS`), C = 1.2, noise of
+        variance sigma on the unlearning gradient. Sizes from ``profile`` (``quick``: the strongest
+        strength of each grid only); ``overrides`` on top."""
+        grids = PAPER_GRIDS if profile_name(profile) != "quick" else tuple((n, v[-1:]) for n, v in PAPER_GRIDS)
+        return cls.for_profile(profile, **{"grids": grids, "clip_norm": D.DEFAULT_CLIP_NORM,
+                                           "obfuscation_space": "gradient", "noise_reading": "variance",
+                                           "pruning_space": "parameters", **overrides})
 
     def to_dict(self) -> dict:
         d = super().to_dict()
@@ -198,8 +246,9 @@ def run_defenses(dataset: str = "mnist-5k", *, profile: str | None = None, seed:
         grid[name] = tuple(float(v) for v in values)
     param_settings = [(name, float(s)) for name, values in grid.items() if D.get_defense(name).api == "probs"
                       for s in values]
-    inv_cfg = inversion_config or InversionConfig.for_profile(prof.name, restarts=cfg.restarts,
-                                                              iterations=cfg.iterations, progress=False)
+    inv_cfg = inversion_config or InversionConfig.for_profile(
+        prof.name, restarts=cfg.restarts, iterations=cfg.iterations, feature_iterations=cfg.feature_iterations,
+        sharpen_iterations=cfg.sharpen_iterations, progress=False)
     result = DefensesResult(settings={"dataset": dataset, "profile": prof.name, "seed": seed,
                                       "attacks": list(attacks), "config": cfg.to_dict(),
                                       "inversion": inv_cfg.to_dict()})

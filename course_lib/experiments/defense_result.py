@@ -111,6 +111,8 @@ class DefensesResult(Result):
                 row["PSNR drop (dB)"] = None if base is None or row["PSNR (dB)"] is None else base - row["PSNR (dB)"]
                 row["update cosine"] = finite_mean([r["update_cosine"] for r in rec])
                 row["accuracy ratio"] = finite_mean([r["accuracy_ratio"] for r in rec])
+                binds = [r["clipping_binds"] for r in rec if r.get("clipping_binds") is not None]
+                row["clipping binds"] = f"{sum(binds)}/{len(binds)}" if binds else "-"
             lab = [r for r in self.labels if r["defense"] == defense and math.isclose(r["strength"], strength)]
             for r in lab:
                 name = "label acc. (probs attack)" if r["attack"] == "probs" else "label acc. (label-only attack)"
@@ -153,7 +155,8 @@ class DefensesResult(Result):
 
         Left: mean recovery PSNR (higher = more leaked); right (when label inference ran):
         accuracy of the probability probing attack. The undefended unlearned model is the star at
-        ratio 1. Each point is labelled with its strength.
+        ratio 1, and every defense's line starts there (strength 0). Each point is labelled with its
+        strength.
         """
         import matplotlib.pyplot as plt
 
@@ -183,6 +186,10 @@ class DefensesResult(Result):
                         pts.append((x, y, s))
                 if not pts:
                     continue
+                if defense != NO_DEFENSE:
+                    origin = self._origin(kind)
+                    if origin is not None:
+                        pts = [(*origin, 0.0)] + pts  # strength 0 is no defense: the curve starts at the star
                 if defense == NO_DEFENSE:
                     ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker="*", s=220, color="black",
                                zorder=5, label="no defense")
@@ -205,29 +212,56 @@ class DefensesResult(Result):
         fig.tight_layout()
         return fig
 
-    def image_grid(self, sample: int = 0):
-        """Figs. 11-12: the removed sample and its recovery under growing strength, one row per defense."""
+    def _origin(self, kind: str):
+        """The undefended point of the plot: (accuracy ratio 1, baseline PSNR or label accuracy)."""
+        if kind == "psnr":
+            base = self.baseline_psnr()
+            return None if base is None else (1.0, base)
+        acc = self.label_accuracy(NO_DEFENSE, 0.0, "probs")
+        return None if acc is None else (1.0, acc)
+
+    def curve_points(self, defense: str) -> int:
+        """Distinct (accuracy ratio, mean PSNR) points of ``defense``'s plotted curve, its origin included."""
+        pts = {(round(self._recoveryfinite_mean(d, s, "accuracy_ratio"), 3), round(self._recoveryfinite_mean(d, s, "psnr"), 2))
+               for d, s in self.settings_list() if d == defense}
+        origin = self._origin("psnr")
+        if origin is not None:
+            pts.add((round(origin[0], 3), round(origin[1], 2)))
+        return len(pts)
+
+    def image_grid(self, sample: int | None = 0):
+        """Figs. 11-12: the removed sample and its recovery under growing strength, one row per defense.
+
+        ``sample=None`` draws every removed sample (one block of rows each), with the accuracy ratio
+        under each recovery: the static version of :meth:`explorer`, for pages without a kernel.
+        """
         import matplotlib.pyplot as plt
 
         if self.originals is None or not self.images:
             raise CourseError("No recovered images: run the evaluation with attacks including 'recover'.")
-        if not 0 <= sample < len(self.originals):
+        if sample is not None and not 0 <= sample < len(self.originals):
             raise CourseError(f"sample must lie in 0..{len(self.originals) - 1}; got {sample}.")
         from ..viz import to_display
 
+        samples = range(len(self.originals)) if sample is None else [sample]
         defenses = self.defenses_with_recovery()
         per = {d: [s for dd, s in self.settings_list() if dd == d and (dd, s) in self.images] for d in defenses}
         n_cols = 2 + max(len(v) for v in per.values())
-        fig, axes = plt.subplots(len(defenses), n_cols, figsize=(1.45 * n_cols + 0.6, 1.7 * len(defenses) + 0.2),
+        n_rows = len(defenses) * len(samples)
+        fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.45 * n_cols + 0.6, (1.9 if sample is None else 1.7) * n_rows + 0.2),
                                  squeeze=False)
         base_key = (NO_DEFENSE, 0.0)
-        for i, d in enumerate(defenses):
-            cells = [("original", self.originals[sample], None)]
+        blocks = [(k, d) for k in samples for d in defenses]
+        for i, (k, d) in enumerate(blocks):
+            cells = [("original", self.originals[k], None)]
             if base_key in self.images:
-                cells.append(("no defense", self.images[base_key][sample], self._psnr_of(NO_DEFENSE, 0.0, sample)))
+                cells.append(("no defense", self.images[base_key][k], self._psnr_of(NO_DEFENSE, 0.0, k)))
             for s in per[d]:
-                cells.append((f"{D.get_defense(d).parameter}={s:g}", self.images[(d, s)][sample],
-                              self._psnr_of(d, s, sample)))
+                title = f"{D.get_defense(d).parameter}={s:g}"
+                if sample is None:
+                    ratio = [r for r in self.recovery if r["defense"] == d and math.isclose(r["strength"], s)]
+                    title += f"\nratio {ratio[k]['accuracy_ratio']:.3f}" if k < len(ratio) else ""
+                cells.append((title, self.images[(d, s)][k], self._psnr_of(d, s, k)))
             for j in range(n_cols):
                 ax = axes[i, j]
                 ax.set_xticks([])
@@ -238,7 +272,7 @@ class DefensesResult(Result):
                 title, img, ps = cells[j]
                 ax.imshow(to_display(img), cmap="gray", vmin=0, vmax=1)
                 ax.set_title(title + ("" if ps is None else f"\n{ps:.1f} dB"), fontsize=7)
-            axes[i, 0].set_ylabel(d, fontsize=9)
+            axes[i, 0].set_ylabel(d if sample is not None else f"sample {k}\n{d}", fontsize=9)
         fig.tight_layout()
         return fig
 

@@ -40,7 +40,7 @@ from ..models import default_model_for
 from ..errors import CourseError, check_choice
 from ..recipes import Result, recipe
 from ..train import finetune, prepare_pipeline
-from ..unlearn.paper import approximate_unlearning, exact_unlearning
+from ..unlearn.paper import approximate_unlearning, effective_batch_size, exact_unlearning
 
 UNLEARNING_METHODS = ("approximate", "exact")
 LABEL_MODES = ("known", "unknown")
@@ -313,7 +313,9 @@ def make_unlearning_case(dataset: str = "mnist-5k", model: str | None = None, *,
                             seed=pipe.seed, progress=False, desc="fine-tune M")
     forget = train_p.subset(forget_local)
     if unlearning == "approximate":
-        unlearned = approximate_unlearning(m0, original, forget, lr=lr, epochs=epochs, batch_size=batch)
+        # eq. (13)'s b: a training set smaller than the batch was one batch of len(train) samples
+        unlearned = approximate_unlearning(m0, original, forget, lr=lr, epochs=epochs,
+                                           batch_size=effective_batch_size(len(train), batch))
     else:
         unlearned = exact_unlearning(m0, train_p.without(forget_local), epochs=epochs, lr=lr, batch_size=batch,
                                      momentum=momentum, seed=pipe.seed)

@@ -15,6 +15,9 @@ import numpy as np
 
 from ..recipes import Result
 
+#: RUB's six classification methods (its Table 1); the others (GA, a learner's own) are extras.
+RUB_METHODS = ("retrain", "FT", "RL", "IU", "l1-sparse", "SalUn")
+
 #: RUB's Table 1 rows for CIFAR-10 (ResNet-50, class 0 forgotten), copied from the paper for comparison:
 #: method -> (TA, UA, MIA, UA@8/255, MIA@8/255, UA@16/255, MIA@16/255); TA and UA in %.
 PAPER_CIFAR10 = {
@@ -47,7 +50,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 class RubResult(Result):
     """Rows of a RUB run and their summaries (chapter 5, ``course-lib rub``).
 
-    ``rows``: one dict per (method, seed, eps) with ``ta``, ``ua`` (0..1), ``mia`` (list over MIA
+    ``rows``: one dict per (method, seed, eps) with ``ta``, ``ra`` (retain accuracy), ``ua`` (0..1), ``mia`` (list over MIA
     seeds, share judged members), ``mia_svc`` (list, SalUn's MIA-efficacy), ``verdict``
     (Proposition 4), ``attack`` (cost) and ``unlearn_seconds``.
     """
@@ -78,7 +81,8 @@ class RubResult(Result):
         """Numeric table: one record per method with mean / std of every column."""
         out = []
         for method in ["original"] + [m for m in self.methods if m != "original"]:
-            rec = {"method": method if method != "original" else "Original"}
+            rec = {"method": method if method != "original" else "Original",
+                   "rub_method": method in RUB_METHODS or method == "original"}
             for e in (self.eps if method != "original" else [0.0]):
                 rows = self._select(method, e)
                 if not rows:
@@ -89,7 +93,8 @@ class RubResult(Result):
                 mia = _mean_std([v for r in rows for v in r["mia"]])
                 svc = _mean_std([v for r in rows for v in r["mia_svc"]])
                 if e == 0:
-                    rec.update(ta_mean=ta[0], ta_std=ta[1])
+                    ra = _mean_std([r["ra"] * 100 for r in rows if r.get("ra") is not None])
+                    rec.update(ta_mean=ta[0], ta_std=ta[1], ra_mean=ra[0], ra_std=ra[1])
                 rec.update({f"ua_mean@{tag}": ua[0], f"ua_std@{tag}": ua[1], f"mia_mean@{tag}": mia[0],
                             f"mia_std@{tag}": mia[1], f"mia_svc_mean@{tag}": svc[0], f"mia_svc_std@{tag}": svc[1],
                             f"robust@{tag}": self._robust(rows) if method != "original" else None,
@@ -115,7 +120,9 @@ class RubResult(Result):
 
         records = []
         for rec in self.summary():
-            row = {"method": rec["method"], "TA": fmt(rec.get("ta_mean"), rec.get("ta_std"), 2)}
+            name = rec["method"] if rec["rub_method"] else f"{rec['method']} (extra)"
+            row = {"method": name, "TA": fmt(rec.get("ta_mean"), rec.get("ta_std"), 2),
+                   "RA": fmt(rec.get("ra_mean"), rec.get("ra_std"), 2)}
             for e in self.eps:
                 tag = eps_label(e)
                 head = "no attack" if e == 0 else f"ε={tag}"
@@ -144,18 +151,29 @@ class RubResult(Result):
         return pd.DataFrame(recs)
 
     def rub_pattern(self, eps: float | None = None) -> dict:
-        """Whether the run shows RUB's pattern at ``eps`` (default the largest): retrain's UA stays
-        <= 5 % under attack while the methods' UA regains >= 30 points; per-method gains in points."""
+        """Whether the run shows RUB's pattern at ``eps`` (default the largest), on RUB's own methods.
+
+        The pattern: retrain's UA stays <= 5 % under attack while at least two of RUB's other
+        methods (:data:`RUB_METHODS`, not the extras such as GA) regain >= 30 UA points.
+        ``ua_gain_points`` has every method's gain; ``methods_regaining_30_points`` and
+        ``pattern`` count RUB's methods only; ``extras_regaining_30_points`` lists the others.
+        """
         eps = max(self.eps) if eps is None else eps
         tag, t0 = eps_label(eps), eps_label(0.0)
         summ = {r["method"]: r for r in self.summary()}
         gains = {m: summ[m].get(f"ua_mean@{tag}", float("nan")) - summ[m].get(f"ua_mean@{t0}", float("nan"))
                  for m in self.methods if m in summ and m != "retrain"}
         retrain_ua = summ.get("retrain", {}).get(f"ua_mean@{tag}", float("nan"))
-        regain = sorted(m for m, g in gains.items() if g >= 30)
+        regain = sorted(m for m, g in gains.items() if g >= 30 and m in RUB_METHODS)
+        extras = sorted(m for m, g in gains.items() if g >= 30 and m not in RUB_METHODS)
         return {"eps": eps, "retrain_ua_under_attack": retrain_ua, "ua_gain_points": gains,
-                "methods_regaining_30_points": regain,
+                "methods_regaining_30_points": regain, "extras_regaining_30_points": extras,
                 "pattern": bool(retrain_ua <= 5 and len(regain) >= 2)}
+
+    def smallest_pattern_eps(self) -> float | None:
+        """The smallest radius of the run at which :meth:`rub_pattern` holds (``None``: at none)."""
+        hits = [e for e in self.eps if e > 0 and self.rub_pattern(e)["pattern"]]
+        return min(hits) if hits else None
 
     def plot(self):
         """UA (%) and MIA against eps per method (mean with std error bars); retrain dashed."""
@@ -191,4 +209,5 @@ class RubResult(Result):
     def to_dict(self) -> dict:
         return {"config": self.config, "results_path": self.results_path, "methods": self.methods,
                 "eps": self.eps, "computed_rows": self.computed_rows, "seconds": round(self.seconds, 2),
-                "summary": self.summary(), "pattern": self.rub_pattern(), "rows": self.rows}
+                "summary": self.summary(), "pattern": self.rub_pattern(),
+                "smallest_pattern_eps": self.smallest_pattern_eps(), "rows": self.rows}

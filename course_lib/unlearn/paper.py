@@ -110,10 +110,28 @@ def exact_unlearning(pretrained: nn.Module, retain: Dataset, *, epochs: int = 1,
                     momentum=momentum, seed=seed, progress=progress, desc="exact unlearning (retrain)")
 
 
-def approximate_step(pipeline) -> float:
-    """eta * m / b of eq. (13) for ``pipeline``'s fine-tuning schedule (lr, epochs, batch size)."""
+def effective_batch_size(train_size: int, batch_size: int) -> int:
+    """The b of eq. (13) for a training set of ``train_size`` samples fine-tuned in batches of ``batch_size``.
+
+    Eq. (13) scales the summed gradient by eta m / b because each sample entered one mini-batch of
+    b samples per epoch, whose *mean* loss was descended. A training set smaller than the batch
+    size (the paper's N = 4, 8, 16 with b = 128) is one batch of N samples, so each sample's step
+    was eta / N: b is then N. Returns ``min(train_size, batch_size)``.
+    """
+    if train_size < 1 or batch_size < 1:
+        raise CourseError(f"train_size and batch_size must be at least 1; got {train_size} and {batch_size}.")
+    return min(int(train_size), int(batch_size))
+
+
+def approximate_step(pipeline, train_size: int | None = None) -> float:
+    """eta * m / b of eq. (13) for ``pipeline``'s fine-tuning schedule (lr, epochs, batch size).
+
+    ``train_size``: the size of the set M was fine-tuned on (default: the private split Du); below
+    the batch size, b is that size (:func:`effective_batch_size`).
+    """
     prof = pipeline.profile
-    return prof.finetune_lr * pipeline.finetune_epochs / prof.finetune_batch_size
+    n = len(pipeline.private) if train_size is None else int(train_size)
+    return prof.finetune_lr * pipeline.finetune_epochs / effective_batch_size(n, prof.finetune_batch_size)
 
 
 def unlearn_from_pipeline(pipeline, forget_indices, method: str, *, train_set: Dataset | None = None,
