@@ -42,7 +42,7 @@ check-book:
 	$(BIN)/python tools/check_book.py || { status=$$?; test $$status -eq 2 -a -z "$$CI" && echo "(browser check skipped)"; }
 
 test: $(STAMP)
-	COURSE_PROFILE=quick $(BIN)/python -m pytest tests -q
+	COURSE_PROFILE=quick $(BIN)/python -m pytest tests -q --durations=20
 	COURSE_PROFILE=quick $(BIN)/python tools/run_notebooks.py --profile quick --out $(EXECUTED)
 	$(MAKE) html
 	$(MAKE) check-book
