@@ -143,6 +143,10 @@ def main(argv=None) -> int:
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(BOOK, out, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "_build"))
+    # the chapters show library code with {literalinclude} ../course_lib/...: the copy needs it beside it
+    source_link = Path(args.out) / "course_lib"
+    if not source_link.exists():
+        source_link.symlink_to(ROOT / "course_lib", target_is_directory=True)
     chosen = [Path(n).resolve() for n in args.notebooks] or toc_notebooks(BOOK)
     from concurrent.futures import ThreadPoolExecutor
 
