@@ -160,31 +160,44 @@ def test_measure_sets_the_seed_and_reads_the_glued_values():
 
 # --------------------------------------------------------------------------- built from the repository
 
+_BUILT: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    out = tmp_path_factory.mktemp("assignments")
-    assert main(["assign", "build", "--pages", str(BOOK / "exercises"), "--out", str(out)]) == 0
-    return out
+def build(tmp_path_factory):
+    """``build(page)``: that page's assignment, built once per test process (``course-lib assign build
+    --only``)."""
+    def _build(page: str) -> Path:
+        if page not in _BUILT:
+            out = tmp_path_factory.mktemp(f"assignment-{page}")
+            assert main(["assign", "build", "--pages", str(BOOK / "exercises"), "--only", page, "--out", str(out)]) == 0
+            _BUILT[page] = out
+        return _BUILT[page]
+    return _build
 
 
 @pytest.mark.slow
-def test_every_solution_scores_full_marks_under_its_own_autograder(built):
-    manifest = read_manifest(built)
-    assert sorted(manifest["pages"]) == [p.stem for p in PAGES]
-    for name, entry in manifest["pages"].items():
+class PageChecks:
+    """One exercise page built into an assignment. A class per page (below): pytest-xdist's
+    ``--dist loadscope`` runs each class on one worker, so the eight pages share both workers."""
+
+    page: str
+
+    def test_the_solution_scores_full_marks_under_its_own_autograder(self, build):
+        built = build(self.page)
+        manifest = read_manifest(built)
+        assert sorted(manifest["pages"]) == [self.page]
+        entry = manifest["pages"][self.page]
         score = entry["solution"]
-        assert score["autograded_possible"] > 0, name
-        assert score["autograded"] == score["autograded_possible"], (name, score["questions"])
-        assert score["errors"] == [], (name, score["errors"])
-        print(f"{name}: built in {entry['seconds']:.0f} s ({entry['cpu_seconds']:.0f} s CPU), "
+        assert score["autograded_possible"] > 0
+        assert score["autograded"] == score["autograded_possible"], score["questions"]
+        assert score["errors"] == [], score["errors"]
+        print(f"{self.page}: built in {entry['seconds']:.0f} s ({entry['cpu_seconds']:.0f} s CPU), "
               f"solution graded in {score['seconds']:.0f} s")
 
-
-@pytest.mark.slow
-def test_no_solution_and_no_hidden_test_is_left_in_any_student_copy(built):
-    for path in PAGES:
-        page = read_page(path)
-        student = nbformat.read(built / page.name / "student" / f"{page.name}.ipynb", as_version=4)
+    def test_no_solution_and_no_hidden_test_is_left_in_the_student_copy(self, build):
+        page = read_page(BOOK / "exercises" / f"{self.page}.ipynb")
+        student = nbformat.read(build(page.name) / page.name / "student" / f"{page.name}.ipynb", as_version=4)
         assert leaks(page, student) == []
         text = "\n".join(c.source for c in student.cells)
         assert not [line for line in solution_lines(page) if line in text.splitlines()]
@@ -196,35 +209,34 @@ def test_no_solution_and_no_hidden_test_is_left_in_any_student_copy(built):
         assert not tags & {"hide-input", "remove-cell"}
         assert student.metadata["otter"]["assignment_name"] == page.name
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize("page", [p.stem for p in PAGES])
-def test_grading_two_sample_submissions(built, page, capsys):
-    entry = read_manifest(built)["pages"][page]
-    sheet = built / f"grades-{page}.csv"
-    assert main(["assign", "grade", entry["chapter"], str(built / page / "samples"), "--assignments", str(built),
-                 "--out", str(sheet)]) == 0
-    rows = {r["student"]: r for r in csv.DictReader(sheet.open())}
-    assert set(rows) == {Path(s).stem for s in SAMPLES}
-    report = json.loads(sheet.with_suffix(".json").read_text())
-    questions = {q["name"]: q for q in entry["questions"]}
-    assert set(questions) <= set(next(iter(rows.values())))
-    unanswered, calls = report["students"]["unanswered"], report["students"]["library-calls"]
-    # the student copy runs top to bottom: every stub answered by "not attempted yet", no cell raised
-    assert unanswered["errors"] == [] and calls["errors"] == []
-    assert unanswered["autograded"] == 0 < unanswered["autograded_possible"]
-    for name, result in unanswered["questions"].items():
-        assert result["failures"] and all("not attempted yet" in f for f in result["failures"]), (name, result)
-    # calling the library's own implementation fails the hidden tests of every implement exercise
-    assert calls["autograded"] < calls["autograded_possible"]
-    for name, q in questions.items():
-        if q["kind"] == "implement":
-            result = calls["questions"][name]
-            assert result["hidden_failed"] >= 1 and result["score"] < result["possible"], (name, result)
-    for q in questions.values():
-        assert (rows["unanswered"][q["name"]] == "") == q["manual"]
-    print(f"{page}: graded 2 submissions in {unanswered['seconds'] + calls['seconds']:.0f} s "
-          f"({unanswered['cpu_seconds'] + calls['cpu_seconds']:.0f} s CPU)")
+    def test_grading_two_sample_submissions(self, build, capsys):
+        page = self.page
+        built = build(page)
+        entry = read_manifest(built)["pages"][page]
+        sheet = built / f"grades-{page}.csv"
+        assert main(["assign", "grade", entry["chapter"], str(built / page / "samples"), "--assignments", str(built),
+                     "--out", str(sheet)]) == 0
+        rows = {r["student"]: r for r in csv.DictReader(sheet.open())}
+        assert set(rows) == {Path(s).stem for s in SAMPLES}
+        report = json.loads(sheet.with_suffix(".json").read_text())
+        questions = {q["name"]: q for q in entry["questions"]}
+        assert set(questions) <= set(next(iter(rows.values())))
+        unanswered, calls = report["students"]["unanswered"], report["students"]["library-calls"]
+        # the student copy runs top to bottom: every stub answered by "not attempted yet", no cell raised
+        assert unanswered["errors"] == [] and calls["errors"] == []
+        assert unanswered["autograded"] == 0 < unanswered["autograded_possible"]
+        for name, result in unanswered["questions"].items():
+            assert result["failures"] and all("not attempted yet" in f for f in result["failures"]), (name, result)
+        # calling the library's own implementation fails the hidden tests of every implement exercise
+        assert calls["autograded"] < calls["autograded_possible"]
+        for name, q in questions.items():
+            if q["kind"] == "implement":
+                result = calls["questions"][name]
+                assert result["hidden_failed"] >= 1 and result["score"] < result["possible"], (name, result)
+        for q in questions.values():
+            assert (rows["unanswered"][q["name"]] == "") == q["manual"]
+        print(f"{page}: graded 2 submissions in {unanswered['seconds'] + calls['seconds']:.0f} s "
+              f"({unanswered['cpu_seconds'] + calls['cpu_seconds']:.0f} s CPU)")
 
 
 # --------------------------------------------------------------------------- bad input to the grader
@@ -236,55 +248,65 @@ def _grade(built, folder, capsys, out):
 
 
 @pytest.mark.slow
-def test_bad_submissions_get_one_clear_message_exit_2_and_no_grade_sheet(built, tmp_path, capsys):
-    sheet = tmp_path / "grades.csv"
-    code, err = _grade(built, tmp_path / "missing", capsys, sheet)
-    assert code == 2 and "does not exist" in err and "Traceback" not in err
-    folder = tmp_path / "subs"
-    folder.mkdir()
-    code, err = _grade(built, folder, capsys, sheet)
-    assert code == 2 and "holds no .ipynb" in err
-    student = built / "ex01_threat_model" / "student" / "ex01_threat_model.ipynb"
-    (folder / "alice.ipynb").write_text(student.read_text())
-    (folder / "bob.ipynb").write_text('{"cells": [ this is not json')
-    code, err = _grade(built, folder, capsys, sheet)
-    assert code == 2 and "bob.ipynb is not a readable Jupyter notebook" in err
-    (folder / "bob.ipynb").write_text((built / "ex02_gradient_estimation" / "student" /
-                                       "ex02_gradient_estimation.ipynb").read_text())
-    code, err = _grade(built, folder, capsys, sheet)
-    assert code == 2 and "bob.ipynb is a submission of ex02_gradient_estimation, not of ex01_threat_model" in err
-    plain = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")])
-    nbformat.write(plain, folder / "bob.ipynb")
-    code, err = _grade(built, folder, capsys, sheet)
-    assert code == 2 and "not a student copy of a course assignment" in err
-    code = main(["assign", "grade", "9", str(folder), "--assignments", str(built)])
-    assert code == 2 and "No built assignment matches '9'" in capsys.readouterr().err
-    code = main(["assign", "grade", "1", str(folder), "--assignments", str(tmp_path / "nothing-built")])
-    assert code == 2 and "make assignments" in capsys.readouterr().err
-    assert not sheet.exists() and not sheet.with_suffix(".json").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".grades")]
+class GraderBadInput:
+    """Bad input to ``course-lib assign grade``, on chapter 1's built assignment (its class below)."""
+
+    def test_bad_submissions_get_one_clear_message_exit_2_and_no_grade_sheet(self, build, tmp_path, capsys):
+        built = build("ex01_threat_model")
+        sheet = tmp_path / "grades.csv"
+        code, err = _grade(built, tmp_path / "missing", capsys, sheet)
+        assert code == 2 and "does not exist" in err and "Traceback" not in err
+        folder = tmp_path / "subs"
+        folder.mkdir()
+        code, err = _grade(built, folder, capsys, sheet)
+        assert code == 2 and "holds no .ipynb" in err
+        student = built / "ex01_threat_model" / "student" / "ex01_threat_model.ipynb"
+        (folder / "alice.ipynb").write_text(student.read_text())
+        (folder / "bob.ipynb").write_text('{"cells": [ this is not json')
+        code, err = _grade(built, folder, capsys, sheet)
+        assert code == 2 and "bob.ipynb is not a readable Jupyter notebook" in err
+        other = nbformat.read(student, as_version=4)   # a student copy of another assignment
+        other.metadata["otter"]["assignment_name"] = "ex02_gradient_estimation"
+        nbformat.write(other, folder / "bob.ipynb")
+        code, err = _grade(built, folder, capsys, sheet)
+        assert code == 2 and "bob.ipynb is a submission of ex02_gradient_estimation, not of ex01_threat_model" in err
+        plain = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")])
+        nbformat.write(plain, folder / "bob.ipynb")
+        code, err = _grade(built, folder, capsys, sheet)
+        assert code == 2 and "not a student copy of a course assignment" in err
+        code = main(["assign", "grade", "9", str(folder), "--assignments", str(built)])
+        assert code == 2 and "No built assignment matches '9'" in capsys.readouterr().err
+        code = main(["assign", "grade", "1", str(folder), "--assignments", str(tmp_path / "nothing-built")])
+        assert code == 2 and "make assignments" in capsys.readouterr().err
+        assert not sheet.exists() and not sheet.with_suffix(".json").exists()
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".grades")]
 
 
-@pytest.mark.slow
-def test_a_grading_run_that_fails_midway_writes_no_grade_sheet(built, tmp_path, monkeypatch, capsys):
-    from course_lib.assignments import grade
+    def test_a_grading_run_that_fails_midway_writes_no_grade_sheet(self, build, tmp_path, monkeypatch, capsys):
+        from course_lib.assignments import grade
 
-    folder = tmp_path / "subs"
-    folder.mkdir()
-    for name in ("alice", "bob"):
-        (folder / f"{name}.ipynb").write_text((built / "ex01_threat_model" / "samples" / SAMPLES[0]).read_text())
-    calls = []
+        built = build("ex01_threat_model")
+        folder = tmp_path / "subs"
+        folder.mkdir()
+        for name in ("alice", "bob"):
+            (folder / f"{name}.ipynb").write_text((built / "ex01_threat_model" / "samples" / SAMPLES[0]).read_text())
+        calls = []
 
-    def flaky(path, zip_path, *, name, profile):
-        calls.append(path)
-        if len(calls) == 2:
-            raise CourseError("the kernel died while grading bob.ipynb")
-        return {"questions": {}, "autograded": 0.0, "autograded_possible": 10.0, "errors": [], "seconds": 0.0,
-                "cpu_seconds": 0.0}
+        def flaky(path, zip_path, *, name, profile):
+            calls.append(path)
+            if len(calls) == 2:
+                raise CourseError("the kernel died while grading bob.ipynb")
+            return {"questions": {}, "autograded": 0.0, "autograded_possible": 10.0, "errors": [], "seconds": 0.0,
+                    "cpu_seconds": 0.0}
 
-    monkeypatch.setattr(grade, "grade_notebook", flaky)
-    sheet = tmp_path / "out" / "grades.csv"
-    code = main(["assign", "grade", "1", str(folder), "--assignments", str(built), "--out", str(sheet)])
-    assert code == 2 and "kernel died" in capsys.readouterr().err
-    assert not sheet.exists() and not sheet.with_suffix(".json").exists()
-    assert [p.name for p in sheet.parent.iterdir()] == []
+        monkeypatch.setattr(grade, "grade_notebook", flaky)
+        sheet = tmp_path / "out" / "grades.csv"
+        code = main(["assign", "grade", "1", str(folder), "--assignments", str(built), "--out", str(sheet)])
+        assert code == 2 and "kernel died" in capsys.readouterr().err
+        assert not sheet.exists() and not sheet.with_suffix(".json").exists()
+        assert [p.name for p in sheet.parent.iterdir()] == []
+
+
+for _path in PAGES:   # TestPage_ex01_threat_model, ...: one test class per exercise page
+    _bases = (PageChecks, GraderBadInput) if _path.stem == "ex01_threat_model" else (PageChecks,)
+    globals()[f"TestPage_{_path.stem}"] = type(f"TestPage_{_path.stem}", _bases, {"page": _path.stem})
