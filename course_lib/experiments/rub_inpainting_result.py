@@ -10,35 +10,20 @@ analogue (masked input, original, unlearned, unlearned under attack).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from fractions import Fraction
-from typing import Sequence
-
-import numpy as np
 
 from ..attacks.uma_i2i import UNBOUNDED, inpainting_mapping_attack
 from ..models.inpainter import inpaint
 from ..recipes import Result
+from .rub_result import eps_label as classification_eps_label
+from .rub_result import mean_std as _mean_std
 
 METRICS = ("is_mean", "fd", "accuracy", "hole_mse", "uma_mse_after", "encoding_after")
 
 
 def eps_label(eps: float) -> str:
     """``0``, ``8/255``-style labels for multiples of 1/255, ``unbounded`` for 1 (the whole pixel range)."""
-    if eps >= UNBOUNDED:
-        return "unbounded"
-    frac = Fraction(eps).limit_denominator(255)
-    if abs(float(frac) - eps) < 1e-9 and 255 % frac.denominator == 0:
-        return "0" if eps == 0 else f"{frac.numerator * (255 // frac.denominator)}/255"
-    return f"{eps:g}"
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], float)
-    if arr.size == 0:
-        return float("nan"), float("nan")
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    return "unbounded" if eps >= UNBOUNDED else classification_eps_label(eps)
 
 
 def gap_closed(fd_attacked: float, fd_unlearned: float, fd_original: float) -> float:

@@ -39,7 +39,8 @@ def eps_label(eps: float) -> str:
     return f"{eps:g}"
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation of ``values``, skipping ``None`` and NaN (NaN, NaN if none is left)."""
     arr = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], float)
     if arr.size == 0:
         return float("nan"), float("nan")
@@ -72,7 +73,7 @@ class RubResult(Result):
     def _mapped(rows: list[dict]):
         vs = [r["verdict"]["mapped_back_share"] for r in rows
               if r.get("verdict", {}).get("metric") == "tv_distance"]
-        return _mean_std(vs)[0] if vs else float("nan")
+        return mean_std(vs)[0] if vs else float("nan")
 
     def _select(self, method: str, eps: float) -> list[dict]:
         return [r for r in self.rows if r["method"] == method and abs(r["eps"] - eps) < 1e-9]
@@ -88,12 +89,12 @@ class RubResult(Result):
                 if not rows:
                     continue
                 tag = eps_label(e)
-                ta = _mean_std([r["ta"] * 100 for r in rows])
-                ua = _mean_std([r["ua"] * 100 for r in rows])
-                mia = _mean_std([v for r in rows for v in r["mia"]])
-                svc = _mean_std([v for r in rows for v in r["mia_svc"]])
+                ta = mean_std([r["ta"] * 100 for r in rows])
+                ua = mean_std([r["ua"] * 100 for r in rows])
+                mia = mean_std([v for r in rows for v in r["mia"]])
+                svc = mean_std([v for r in rows for v in r["mia_svc"]])
                 if e == 0:
-                    ra = _mean_std([r["ra"] * 100 for r in rows if r.get("ra") is not None])
+                    ra = mean_std([r["ra"] * 100 for r in rows if r.get("ra") is not None])
                     rec.update(ta_mean=ta[0], ta_std=ta[1], ra_mean=ra[0], ra_std=ra[1])
                 rec.update({f"ua_mean@{tag}": ua[0], f"ua_std@{tag}": ua[1], f"mia_mean@{tag}": mia[0],
                             f"mia_std@{tag}": mia[1], f"mia_svc_mean@{tag}": svc[0], f"mia_svc_std@{tag}": svc[1],
@@ -101,11 +102,11 @@ class RubResult(Result):
                             f"mapped_back@{tag}": self._mapped(rows) if method != "original" else None,
                             f"n@{tag}": len(rows)})
                 if e > 0:
-                    rec[f"attack_seconds@{tag}"] = _mean_std([r["attack"]["seconds"] for r in rows])[0]
+                    rec[f"attack_seconds@{tag}"] = mean_std([r["attack"]["seconds"] for r in rows])[0]
             if method != "original":
                 rows0 = [r for r in self.rows if r["method"] == method]
                 if rows0:
-                    rec["unlearn_seconds"] = _mean_std([r["unlearn_seconds"] for r in rows0])[0]
+                    rec["unlearn_seconds"] = mean_std([r["unlearn_seconds"] for r in rows0])[0]
             out.append(rec)
         return out
 
