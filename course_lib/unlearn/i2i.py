@@ -60,6 +60,24 @@ def masked_noise_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return (noise * x.std() + x.mean()).clamp(0.0, 1.0)
 
 
+def _masked_batches(model: Inpainter, original: Inpainter, forget: Dataset, retain: Dataset, desc: str, *,
+                    epochs: int, batch_size: int, generator: torch.Generator, progress: bool):
+    """The training loop's batches ``(x_f, x_r, m_f, m_r)`` on ``model``'s device: the forget and
+    retain images ``(B, C, H, W)`` and their masks ``(B, 1, H, W)`` from ``original.mask_spec``
+    (1 = missing). The draws from ``generator`` come in a fixed order (batch order, the forget mask,
+    the retain mask; the caller draws its noise after). Adapts the CPU threads, shows a progress bar."""
+    device = next(model.parameters()).device
+    h, w = forget.x.shape[-2:]
+    with tqdm(total=_steps(forget, epochs, batch_size), desc=desc, disable=not progress, leave=False) as bar:
+        for xf, xr in paired_batches(forget, retain, epochs=epochs, batch_size=batch_size, generator=generator):
+            adapt_threads()
+            xf, xr = xf.to(device), xr.to(device)
+            mf = original.mask_spec.sample(len(xf), h, w, generator=generator).to(device)
+            mr = original.mask_spec.sample(len(xr), h, w, generator=generator).to(device)
+            yield xf, xr, mf, mr
+            bar.update(1)
+
+
 def paired_batches(forget: Dataset, retain: Dataset, *, epochs: int, batch_size: int, generator: torch.Generator):
     """Yield ``(forget_x, retain_x)`` batch pairs: every epoch is one pass over the forget set in a
     random order, each forget batch paired with as many random retain images (balanced, as in Li
@@ -126,21 +144,13 @@ def i2i(original: Inpainter, forget: Dataset, retain: Dataset, *, alpha: float =
     for p in model.decoder.parameters():
         p.requires_grad_(False)
     opt = torch.optim.Adam(model.encoder.parameters(), lr=lr)
-    device = next(model.parameters()).device
-    h, w = forget.x.shape[-2:]
-    bar = tqdm(total=_steps(forget, epochs, batch_size), desc="I2I", disable=not progress, leave=False)
     model.train()
-    for xf, xr in paired_batches(forget, retain, epochs=epochs, batch_size=batch_size, generator=gen):
-        adapt_threads()
-        xf, xr = xf.to(device), xr.to(device)
-        mf = original.mask_spec.sample(len(xf), h, w, generator=gen).to(device)
-        mr = original.mask_spec.sample(len(xr), h, w, generator=gen).to(device)
+    for xf, xr, mf, mr in _masked_batches(model, original, forget, retain, "I2I", epochs=epochs,
+                                          batch_size=batch_size, generator=gen, progress=progress):
         loss = i2i_objective(model.encode, teacher, xf, xr, mf, mr, masked_noise_like(xf, gen), alpha)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        bar.update(1)
-    bar.close()
     for p in model.decoder.parameters():
         p.requires_grad_(True)
     return model.eval()
@@ -218,15 +228,9 @@ def salun_i2i(original: Inpainter, forget: Dataset, retain: Dataset, *, mask_rat
     frozen = [p.detach().clone() for p in model.parameters()]
     gen = torch.Generator().manual_seed(int(seed) + 1)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    device = next(model.parameters()).device
-    h, w = forget.x.shape[-2:]
-    bar = tqdm(total=_steps(forget, epochs, batch_size), desc="SalUn", disable=not progress, leave=False)
     model.train()
-    for xf, xr in paired_batches(forget, retain, epochs=epochs, batch_size=batch_size, generator=gen):
-        adapt_threads()
-        xf, xr = xf.to(device), xr.to(device)
-        mf = original.mask_spec.sample(len(xf), h, w, generator=gen).to(device)
-        mr = original.mask_spec.sample(len(xr), h, w, generator=gen).to(device)
+    for xf, xr, mf, mr in _masked_batches(model, original, forget, retain, "SalUn", epochs=epochs,
+                                          batch_size=batch_size, generator=gen, progress=progress):
         with torch.no_grad():
             target_f = teacher(apply_mask(masked_noise_like(xf, gen), mf))
         loss = F.mse_loss(model(apply_mask(xf, mf)), target_f) + beta * reconstruction_loss(model, xr, mr)
@@ -236,8 +240,6 @@ def salun_i2i(original: Inpainter, forget: Dataset, retain: Dataset, *, mask_rat
         with torch.no_grad():
             for p, keep, p0 in zip(model.parameters(), saliency, frozen):
                 p.copy_(torch.where(keep, p, p0))
-        bar.update(1)
-    bar.close()
     return model.eval()
 
 
