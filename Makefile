@@ -14,9 +14,6 @@ STAMP := $(VENV)/.installed
 EXECUTED := _build/executed
 # warnings are errors, every reference must resolve
 JB_FLAGS := -W -n --keep-going
-# the unit tests run on two pytest-xdist workers, one group of tests each (tests/conftest.py); 0 runs them in one process
-TEST_WORKERS ?= 2
-PYTEST_XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder)
 
 .PHONY: book html test check-book assignments venv clean-book clean
 
@@ -45,7 +42,7 @@ check-book:
 	$(BIN)/python tools/check_book.py || { status=$$?; test $$status -eq 2 -a -z "$$CI" && echo "(browser check skipped)"; }
 
 test: $(STAMP)
-	COURSE_PROFILE=quick $(BIN)/python -m pytest tests -q --durations=20 $(PYTEST_XDIST)
+	COURSE_PROFILE=quick $(BIN)/python -m pytest tests -q --durations=20
 	COURSE_PROFILE=quick $(BIN)/python tools/run_notebooks.py --profile quick --out $(EXECUTED)
 	$(MAKE) html
 	$(MAKE) check-book

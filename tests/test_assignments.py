@@ -178,8 +178,8 @@ def build(tmp_path_factory):
 
 @pytest.mark.slow
 class PageChecks:
-    """One exercise page built into an assignment. A class per page (below): pytest-xdist's
-    ``--dist loadscope`` runs each class on one worker, so the eight pages share both workers."""
+    """One exercise page built into an assignment; a class per page (below), so that a failure
+    names its page and ``-k ex05`` checks one page alone."""
 
     page: str
 
