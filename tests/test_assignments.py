@@ -215,7 +215,7 @@ class PageChecks:
         entry = read_manifest(built)["pages"][page]
         sheet = built / f"grades-{page}.csv"
         assert main(["assign", "grade", entry["chapter"], str(built / page / "samples"), "--assignments", str(built),
-                     "--out", str(sheet)]) == 0
+                     "--out", str(sheet), "--jobs", "2"]) == 0   # the two samples at once, one process each
         rows = {r["student"]: r for r in csv.DictReader(sheet.open())}
         assert set(rows) == {Path(s).stem for s in SAMPLES}
         report = json.loads(sheet.with_suffix(".json").read_text())
@@ -274,6 +274,8 @@ class GraderBadInput:
         nbformat.write(plain, folder / "bob.ipynb")
         code, err = _grade(built, folder, capsys, sheet)
         assert code == 2 and "not a student copy of a course assignment" in err
+        code = main(["assign", "grade", "1", str(folder), "--assignments", str(built), "--jobs", "0"])
+        assert code == 2 and "whole number >= 1" in capsys.readouterr().err
         code = main(["assign", "grade", "9", str(folder), "--assignments", str(built)])
         assert code == 2 and "No built assignment matches '9'" in capsys.readouterr().err
         code = main(["assign", "grade", "1", str(folder), "--assignments", str(tmp_path / "nothing-built")])

@@ -6,7 +6,8 @@ any grading with one clear :class:`~course_lib.errors.CourseError`. It then grad
 with otter-grader's non-containerised runner (``otter.api.grade_submission``: the notebook is
 executed in a fresh kernel with the public and hidden tests), and writes ``<stem>.csv`` and
 ``<stem>.json`` together at the end (both or neither, each replaced atomically), so an
-interrupted run never leaves a half-written grade sheet.
+interrupted run never leaves a half-written grade sheet. ``jobs`` > 1 grades that many notebooks
+at a time, each in its own process (and kernel); the sheet is the same, in the folder's order.
 
 The CSV has one row per student (the notebook's file name without ``.ipynb``), one column per
 exercise (points; empty for the open questions, which are graded by hand with ``rubrics.md``),
@@ -19,11 +20,13 @@ import contextlib
 import csv
 import io
 import json
+import multiprocessing
 import os
 import resource
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from ..errors import CourseError
@@ -174,9 +177,30 @@ def _write_both(csv_path: Path, csv_text: str, json_path: Path, json_text: str) 
             Path(tmp).unlink(missing_ok=True)
 
 
+def _graded(notebooks: list[Path], zip_path: Path, *, name: str, profile: str, jobs: int, progress):
+    """``(path, result)`` of :func:`grade_notebook` for each notebook: in order, or as they finish
+    when ``jobs`` > 1 (each in a fresh ``spawn`` process: a forked copy of a process that runs torch
+    can hang in OpenMP)."""
+    if jobs <= 1 or len(notebooks) < 2:
+        for path in notebooks:
+            progress(f"grading {path.name} ...")
+            yield path, grade_notebook(path, zip_path, name=name, profile=profile)
+        return
+    progress(f"grading {len(notebooks)} notebooks, {min(jobs, len(notebooks))} at a time ...")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(notebooks)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(grade_notebook, path, zip_path, name=name, profile=profile): path for path in notebooks}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
 def grade_folder(assignment: str, submissions: Path, *, assignments_dir: Path, out: Path | None = None,
-                 profile: str = "quick", progress=print) -> dict:
-    """Grade every notebook of ``submissions`` for ``assignment``; write ``out`` (.csv) and its .json."""
+                 profile: str = "quick", jobs: int = 1, progress=print) -> dict:
+    """Grade every notebook of ``submissions`` for ``assignment``; write ``out`` (.csv) and its .json.
+
+    ``jobs``: how many notebooks are graded at a time (each in its own process and kernel).
+    """
+    if not isinstance(jobs, int) or jobs < 1:
+        raise CourseError(f"jobs is how many notebooks are graded at a time: a whole number >= 1; got {jobs!r}.")
     assignments_dir = Path(assignments_dir)
     entry = resolve_page(assignment, assignments_dir)
     zip_path = assignments_dir / entry["autograder"]
@@ -189,12 +213,11 @@ def grade_folder(assignment: str, submissions: Path, *, assignments_dir: Path, o
     json_path = csv_path.with_suffix(".json")
     prepare_output(csv_path.parent, [csv_path.name, json_path.name])
     graded = {}
-    for path in notebooks:
-        progress(f"grading {path.name} ...")
-        graded[path.stem] = {"file": str(path), **grade_notebook(path, zip_path, name=entry["name"], profile=profile)}
-        r = graded[path.stem]
+    for path, result in _graded(notebooks, zip_path, name=entry["name"], profile=profile, jobs=jobs, progress=progress):
+        graded[path.stem] = r = {"file": str(path), **result}
         progress(f"  {path.stem}: {r['autograded']:g}/{r['autograded_possible']:g} autograded points, "
                  f"{len(r['errors'])} cell(s) raised, {r['seconds']:.0f} s ({r['cpu_seconds']:.0f} s CPU)")
+    graded = {path.stem: graded[path.stem] for path in notebooks}   # the folder's order, whatever finished first
     rows = sheet_rows(entry, graded)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..budgets import PROFILE_NAMES
 from ..errors import CourseError
-from .common import parse_int_list, parse_name_list
+from .common import parse_int_list, parse_name_list, positive_int
 
 
 def register(sub) -> None:
@@ -31,6 +31,8 @@ def register(sub) -> None:
                         "<assignments>/<page>/grades.csv")
     g.add_argument("--profile", choices=PROFILE_NAMES, default="quick",
                    help="the profile the submissions run at while graded (default quick)")
+    g.add_argument("--jobs", type=positive_int, default=1,
+                   help="how many submissions to grade at a time, each in its own process (default 1)")
     g.add_argument("--json", action="store_true", help="print the full report as JSON")
     g.set_defaults(func=run_grade)
 
@@ -93,7 +95,7 @@ def run_grade(args) -> int:
     from .common import emit
 
     report = grade_folder(args.assignment, Path(args.submissions), assignments_dir=Path(args.assignments),
-                          out=None if args.out is None else Path(args.out), profile=args.profile,
+                          out=None if args.out is None else Path(args.out), profile=args.profile, jobs=args.jobs,
                           progress=(lambda _m: None) if args.json else print)
     lines = [f"{report['assignment']}: graded {len(report['students'])} submission(s); "
              f"grades in {report['files']['csv']} (details, hidden tests included, in {report['files']['json']})."]
