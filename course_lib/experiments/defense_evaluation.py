@@ -57,11 +57,12 @@ PAPER_GRIDS = tuple((name, D.get_defense(name).paper_strengths) for name in D.PA
 #: * pruning in update space (``pruning_space="update"``): the share p of the smallest entries of u is
 #:   zeroed; pruning the weights themselves (the paper's) moves theta_d - theta by at least the smallest
 #:   weight, about 2e-7 here, and leaves nothing to recover at any p;
-#: * fine-tuning at learning rates whose 20 SGD steps move the weights by about as much as u, then
-#:   the paper's smallest lr (where the utility cost appears).
+#: * fine-tuning at learning rates whose 20 SGD steps move the weights by about as much as u, one rate
+#:   between them and the paper's (1e-8, so that the curve does not jump from intact to dead), then the
+#:   paper's smallest lr (where the utility cost appears).
 COURSE_GRIDS = (("obfuscation", (1e-17, 1e-16, 1e-15, 1e-3)),
                 ("pruning", (0.5, 0.75, 0.9, 0.97, 0.99)),
-                ("finetune", (1e-13, 6e-13, 3e-12, 1e-11, 3e-11, 1e-10, 1e-3)))
+                ("finetune", (1e-13, 6e-13, 3e-12, 1e-11, 3e-11, 1e-10, 1e-8, 1e-3)))
 #: The quick profile's course grid (one removed sample): the same values.
 QUICK_GRIDS = COURSE_GRIDS
 #: C of the course's obfuscation (a course choice): below the one-sample unlearning gradient's norm.
