@@ -50,8 +50,15 @@ def test_approximate_unlearning_follows_eq_12_13(pipeline):
     diff = parameter_vector(mu).double() - parameter_vector(pipeline.deployed).double()
     grads = summed_gradient(pipeline.pretrained, pipeline.private.subset(forget))
     expected = torch.cat([g.reshape(-1) for g in grads]).double() * (1e-3 * 1 / 128)
-    cos = torch.nn.functional.cosine_similarity(diff, expected, dim=0)
-    assert cos > 0.99  # theta_u - theta points along +gradient (float32 rounding aside)
+    cos = torch.nn.functional.cosine_similarity
+    # theta_u - theta points along +gradient. The weights are float32, so where the step is below a few
+    # ulps of the weight the stored difference is mostly rounding: there the direction is checked only
+    # loosely; where the step exceeds 10 ulps (a few % of the coordinates) it must match closely.
+    assert cos(diff, expected, dim=0) > 0.95
+    theta = parameter_vector(pipeline.deployed).double()
+    resolved = expected.abs() > 10 * torch.finfo(torch.float32).eps * theta.abs()
+    assert resolved.double().mean() > 0.01
+    assert cos(diff[resolved], expected[resolved], dim=0) > 0.999
 
 
 def test_exact_unlearning_retrains_without_the_sample(pipeline, monkeypatch):
