@@ -180,8 +180,7 @@ def test_quick_benchmark_every_method_forgets_and_keeps_accuracy(quick_run):
     assert summ["GA"]["ua_mean@0"] <= orig["ua_mean@0"] - 5.0, summ["GA"]["ua_mean@0"]
     assert summ["IU"]["ua_mean@0"] <= orig["ua_mean@0"] - 30.0, summ["IU"]["ua_mean@0"]
     for m in ["retrain", "FT", "RL", "IU", "l1-sparse", "SalUn", "GA"]:
-        if m not in ("IU", "GA"):
-            assert summ[m]["ua_mean@0"] <= 25.0, (m, summ[m]["ua_mean@0"])
+        assert m in ("IU", "GA") or summ[m]["ua_mean@0"] <= 25.0, (m, summ[m]["ua_mean@0"])
         assert summ[m]["ta_mean"] >= orig["ta_mean"] - 5.0, (m, summ[m]["ta_mean"])
         assert summ[m]["ra_mean"] >= 95.0, (m, summ[m]["ra_mean"])
     # the shadow-model MIA tells the original (members) from the retrained model (not members)
