@@ -1,7 +1,8 @@
 # Two commands (see README.md):
 #   make book   create .venv, install, execute every chapter, build the HTML book in _build/html
 #   make test   create .venv if needed, run the unit tests, every chapter under the quick profile,
-#               build the book from those executed chapters and check every page in a headless browser
+#               build the book from those executed chapters and check every page in a headless browser,
+#               then print where the time went (tools/time_report.py)
 # and, for instructors, make assignments: every chapter's student notebook, otter autograder, sample
 # submissions and rubrics under _build/assignments (grade with `course-lib assign grade`, see README.md)
 PYTHON ?= python3
@@ -42,10 +43,11 @@ check-book:
 	$(BIN)/python tools/check_book.py || { status=$$?; test $$status -eq 2 -a -z "$$CI" && echo "(browser check skipped)"; }
 
 test: $(STAMP)
-	COURSE_PROFILE=quick $(BIN)/python -m pytest tests -q --durations=20
+	COURSE_PROFILE=quick $(BIN)/python -m pytest tests -q --durations=20 --junitxml=_build/pytest-junit.xml
 	COURSE_PROFILE=quick $(BIN)/python tools/run_notebooks.py --profile quick --out $(EXECUTED)
 	$(MAKE) html
 	$(MAKE) check-book
+	$(BIN)/python tools/time_report.py --top 12
 
 assignments: $(STAMP)
 	COURSE_PROFILE=quick $(BIN)/course-lib assign build --out _build/assignments

@@ -1,0 +1,92 @@
+"""Where the time of ``make test`` goes: seconds per test file and per notebook, biggest first.
+
+    python tools/time_report.py                                   # _build/pytest-junit.xml, _build/executed/timings.json
+    python tools/time_report.py --junit path/junit.xml --timings path/timings.json --top 15
+
+``make test`` writes pytest's JUnit report to ``_build/pytest-junit.xml`` and the notebook runner
+writes ``_build/executed/timings.json``; this script reads whichever of the two exists and prints
+seconds per test file (with its slowest test), per notebook, and the total of each stage. A
+module-scoped fixture's time counts towards the first test that uses it, as pytest records it.
+It measures nothing itself, so it can run while another job holds the CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_times(junit: Path) -> list[dict]:
+    """One row per test case of a JUnit XML report: file, test, seconds, outcome."""
+    rows = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        outcome = "passed"
+        for child in case:
+            if child.tag in ("failure", "error", "skipped"):
+                outcome = child.tag
+        module = case.get("classname", "").split(".")
+        rows.append({"file": next((m for m in module if m.startswith("test_")), ".".join(module)),
+                     "test": case.get("name", "?"), "seconds": float(case.get("time", 0.0)), "outcome": outcome})
+    return rows
+
+
+def by_file(rows: list[dict]) -> list[tuple[str, float, int, dict]]:
+    """(file, seconds, tests, slowest test row), biggest file first."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[r["file"]].append(r)
+    out = [(f, sum(r["seconds"] for r in rs), len(rs), max(rs, key=lambda r: r["seconds"])) for f, rs in groups.items()]
+    return sorted(out, key=lambda t: -t[1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--junit", default=str(ROOT / "_build" / "pytest-junit.xml"), help="pytest's --junitxml report")
+    ap.add_argument("--timings", default=str(ROOT / "_build" / "executed" / "timings.json"),
+                    help="tools/run_notebooks.py's timings.json")
+    ap.add_argument("--top", type=int, default=25, help="rows per table (default 25)")
+    args = ap.parse_args(argv)
+    junit, timings = Path(args.junit), Path(args.timings)
+    if not junit.is_file() and not timings.is_file():
+        print(f"Neither {junit} nor {timings} exists: run `make test` first (or pass --junit / --timings).",
+              file=sys.stderr)
+        return 2
+    if junit.is_file():
+        try:
+            rows = test_times(junit)
+        except ET.ParseError as exc:
+            print(f"{junit} is not a JUnit XML report ({exc}).", file=sys.stderr)
+            return 2
+        total = sum(r["seconds"] for r in rows)
+        print(f"unit tests: {len(rows)} tests, {total:.0f} s ({junit})")
+        print(f"{'file':<28} {'seconds':>8} {'share':>6} {'tests':>6}  slowest test")
+        for name, seconds, n, slowest in by_file(rows)[:args.top]:
+            print(f"{name:<28} {seconds:>8.0f} {seconds / max(total, 1e-9):>6.0%} {n:>6}  "
+                  f"{slowest['test'][:60]} ({slowest['seconds']:.0f} s)")
+        bad = [r for r in rows if r["outcome"] in ("failure", "error")]
+        if bad:
+            print(f"{len(bad)} failed: " + ", ".join(f"{r['file']}::{r['test']}" for r in bad))
+        print()
+    if timings.is_file():
+        try:
+            data = json.loads(timings.read_text())
+            nbs = sorted(data["rows"], key=lambda r: -float(r["seconds"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            print(f"{timings} is not a timings file of tools/run_notebooks.py ({exc}).", file=sys.stderr)
+            return 2
+        busy = sum(float(r["seconds"]) for r in nbs)
+        print(f"notebooks ({data.get('profile', '?')}, {data.get('jobs', '?')} job(s)): {busy:.0f} s of notebook "
+              f"time in {float(data.get('wall_seconds', 0)):.0f} s wall ({timings})")
+        print(f"{'notebook':<44} {'seconds':>8} {'status':>8}")
+        for r in nbs[:args.top]:
+            print(f"{r['notebook']:<44} {float(r['seconds']):>8.0f} {r['status']:>8}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
