@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_times(junit: Path) -> list[dict]:
+def case_times(junit: Path) -> list[dict]:
     """One row per test case of a JUnit XML report: file, test, seconds, outcome."""
     rows = []
     for case in ET.parse(junit).getroot().iter("testcase"):
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         return 2
     if junit.is_file():
         try:
-            rows = test_times(junit)
+            rows = case_times(junit)
         except ET.ParseError as exc:
             print(f"{junit} is not a JUnit XML report ({exc}).", file=sys.stderr)
             return 2
