@@ -13,6 +13,8 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 EXECUTED := _build/executed
+# pytest workers (pytest-xdist; each test file stays in one worker, so its module fixtures run once)
+TEST_JOBS ?= 2
 # warnings are errors, every reference must resolve
 JB_FLAGS := -W -n --keep-going
 
@@ -43,7 +45,7 @@ check-book:
 	$(BIN)/python tools/check_book.py || { status=$$?; test $$status -eq 2 -a -z "$$CI" && echo "(browser check skipped)"; }
 
 test: $(STAMP)
-	COURSE_PROFILE=quick $(BIN)/python -m pytest tests -q --durations=20 --junitxml=_build/pytest-junit.xml
+	COURSE_PROFILE=quick $(BIN)/python -m pytest tests -q -n $(TEST_JOBS) --dist loadfile --durations=20 --junitxml=_build/pytest-junit.xml
 	COURSE_PROFILE=quick $(BIN)/python tools/run_notebooks.py --profile quick --out $(EXECUTED)
 	$(MAKE) html
 	$(MAKE) check-book

@@ -11,6 +11,8 @@ one and that the weights hash to the recorded SHA-256. A checkpoint swapped in f
 configuration, or edited, is therefore never used: it is retrained (with a warning). The metrics
 in the sidecar were measured on exactly the weights whose hash it records. Files are written to a
 temporary name and renamed, so an interrupted run never leaves a half-written checkpoint behind.
+Two processes that need the same checkpoint at once (two notebooks, two test workers) take turns
+through :func:`cache_lock`: the first trains and saves, the second waits and loads what it saved.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import json
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -88,6 +91,31 @@ def ensure_writable(folder: Path) -> None:
                           f"({cache_dir().parent}); set COURSE_DATA_DIR to a writable folder.") from exc
 
 
+@contextmanager
+def cache_lock(path: Path):
+    """Hold an exclusive lock on the checkpoint ``path`` (a ``.lock`` file beside it) while inside.
+
+    Another process that asks for the same checkpoint waits here until this one has checked,
+    trained and saved it. Where locking is not available (no ``fcntl``, a folder where the lock
+    file cannot be created) it does nothing: the checkpoint's files are still written atomically.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        yield
+        return
+    try:
+        fh = open(Path(path).with_suffix(".lock"), "a")
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+    finally:
+        fh.close()  # closing releases the lock
+
+
 def read_verified(path: Path, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
     """The tensors and sidecar of a checkpoint if it is the one ``key`` names and intact, else ``None``.
 
@@ -154,20 +182,24 @@ def cached_model(kind: str, config: dict, build: Callable[[], nn.Module],
     full = {**config, "architecture": repr(model), "data_fingerprints": [d.fingerprint() for d in data]}
     key = config_key(full)
     path = cache_dir() / f"{kind}-{key}.safetensors"
-    if use_cache and path.exists():
-        found = read_verified(path, key)
-        if found is not None:
-            state, meta = found
-            try:
-                model.load_state_dict(state)
-            except RuntimeError as exc:
-                raise CacheCorruptError(f"The cached checkpoint {path} does not fit the model ({exc}). Delete it "
-                                        "and its .json and run again.") from exc
-            return model, {**meta.get("metrics", {}), "from_cache": True}, path
-    if use_cache:
+    if not use_cache:
+        metrics = train(model)
+        return model, {**metrics, "from_cache": False}, path
+    if not path.exists():
+        ensure_writable(path.parent)  # the folder exists for the lock, and can take the checkpoint
+    with cache_lock(path):  # a process training the same checkpoint now finishes first
+        if path.exists():
+            found = read_verified(path, key)
+            if found is not None:
+                state, meta = found
+                try:
+                    model.load_state_dict(state)
+                except RuntimeError as exc:
+                    raise CacheCorruptError(f"The cached checkpoint {path} does not fit the model ({exc}). "
+                                            "Delete it and its .json and run again.") from exc
+                return model, {**meta.get("metrics", {}), "from_cache": True}, path
         ensure_writable(path.parent)  # before the training, not after it
-    metrics = train(model)
-    if use_cache:
+        metrics = train(model)
         save_tensors(model.state_dict(), path, {"config": full, "metrics": metrics}, key=key)
     return model, {**metrics, "from_cache": False}, path
 

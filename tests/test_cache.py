@@ -97,3 +97,36 @@ def test_an_unwritable_cache_fails_before_training(monkeypatch):
     with pytest.raises(CourseError, match="COURSE_DATA_DIR"):
         _run({"value": 1.0}, _dataset([0, 1] * 4), calls)
     assert calls == []
+
+
+def _train_slowly_in_another_process(data_dir: str, log: str) -> bool:
+    """Run in a spawned process: ask the cache for the toy model; training takes a second and is logged."""
+    import os
+    import time
+
+    os.environ["COURSE_DATA_DIR"] = data_dir
+
+    def build():
+        torch.manual_seed(0)
+        return MLP(4, 2, hidden=3)
+
+    def train(m):
+        with open(log, "a") as fh:
+            fh.write("trained\n")
+        time.sleep(1.0)
+        return {}
+
+    return cached_model("toy", {"value": 1}, build, train, data=(_dataset([0, 1] * 4),))[1]["from_cache"]
+
+
+def test_two_processes_asking_for_the_same_checkpoint_train_it_once(tmp_path):
+    # two notebooks (or two test workers) at once: one trains, the other waits and loads its checkpoint
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    log = tmp_path / "log.txt"
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_slowly_in_another_process, str(tmp_path / "data"), str(log)) for _ in range(2)]
+        from_cache = sorted(f.result() for f in futures)
+    assert log.read_text().splitlines() == ["trained"]
+    assert from_cache == [False, True]

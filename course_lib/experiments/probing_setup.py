@@ -13,6 +13,7 @@ made by :meth:`ProbingSetup.api`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ from torch import nn
 from ..attacks.blackbox import BlackBoxAPI
 from ..attacks.label_only import BoundaryProbes, LabelOnlyConfig, build_boundary_probes
 from ..attacks.probes import PROBE_METHODS, ProbeConfig, ProbeSet, build_probes
-from ..cache import config_key, ensure_writable, read_verified, save_tensors
+from ..cache import cache_lock, config_key, ensure_writable, read_verified, save_tensors
 from ..config import cache_dir
 from ..data import Dataset, per_class_subset
 from ..errors import CacheCorruptError, CourseError, check_choice, check_range
@@ -97,16 +98,19 @@ class ProbingSetup:
         key_cfg = self._cache_config("probes", settings)
         key = config_key(key_cfg)
         path = cache_dir() / f"probes-{key}.safetensors"
-        if use_cache and path.exists():
-            found = _load_probes(path, key)
-            if found is not None:
-                return found
-        if use_cache:
+        build = partial(build_probes, self.api(), num_classes=self.num_classes, input_shape=self.input_shape,
+                        probes_per_class=probes_per_class, method=method, config=cfg, seed=seed, progress=progress)
+        if not use_cache:
+            return build()
+        if not path.exists():
             ensure_writable(path.parent)
-        probes = build_probes(self.api(), num_classes=self.num_classes, input_shape=self.input_shape,
-                              probes_per_class=probes_per_class, method=method, config=cfg, seed=seed,
-                              progress=progress)
-        if use_cache:
+        with cache_lock(path):  # a process building the same probes now finishes first
+            if path.exists():
+                found = _load_probes(path, key)
+                if found is not None:
+                    return found
+            ensure_writable(path.parent)
+            probes = build()
             _save_probes(probes, path, key_cfg, key)
         return probes
 
