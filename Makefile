@@ -15,6 +15,7 @@ STAMP := $(VENV)/.installed
 EXECUTED := _build/executed
 # pytest workers (pytest-xdist; each test file stays in one worker, so its module fixtures run once)
 TEST_JOBS ?= 2
+TEST_RESULTS := $(CURDIR)/_build/results
 # warnings are errors, every reference must resolve
 JB_FLAGS := -W -n --keep-going
 
@@ -44,9 +45,12 @@ html:
 check-book:
 	$(BIN)/python tools/check_book.py || { status=$$?; test $$status -eq 2 -a -z "$$CI" && echo "(browser check skipped)"; }
 
+# the unit tests and the chapters share one fresh results root: the RUB fixtures compute each benchmark with
+# its chapter's arguments, and the chapter reads those rows (tests/conftest.py, course_lib.config.results_dir)
 test: $(STAMP)
-	COURSE_PROFILE=quick $(BIN)/python -m pytest tests -q -n $(TEST_JOBS) --dist loadfile --durations=20 --junitxml=_build/pytest-junit.xml
-	COURSE_PROFILE=quick $(BIN)/python tools/run_notebooks.py --profile quick --out $(EXECUTED)
+	rm -rf $(TEST_RESULTS)
+	COURSE_RESULTS_DIR=$(TEST_RESULTS) COURSE_PROFILE=quick $(BIN)/python -m pytest tests -q -n $(TEST_JOBS) --dist loadfile --durations=20 --junitxml=_build/pytest-junit.xml
+	COURSE_RESULTS_DIR=$(TEST_RESULTS) COURSE_PROFILE=quick $(BIN)/python tools/run_notebooks.py --profile quick --out $(EXECUTED)
 	$(MAKE) html
 	$(MAKE) check-book
 	$(BIN)/python tools/time_report.py --top 12

@@ -42,6 +42,21 @@ def config_key(config: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def source_key(fn) -> str:
+    """A short hash of a function's source code (its qualified name where there is no source).
+
+    It joins the keys of results and cached models that a registered method made, so that a
+    learner who edits the body of their own method (same name, same hyper-parameters) gets new
+    rows and new models, never the old ones.
+    """
+    import inspect
+
+    try:
+        return config_key({"source": inspect.getsource(fn)})
+    except (OSError, TypeError):   # no source (built in C, typed at a prompt): its name stands for it
+        return getattr(fn, "__qualname__", repr(fn))
+
+
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file's bytes (hex)."""
     h = hashlib.sha256()

@@ -13,6 +13,7 @@ import pkgutil
 import sys
 
 from . import __version__, commands
+from .commands.common import remove_created_folders
 from .errors import CourseError
 from .threads import configure_threads
 
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CourseError as exc:
         print(f"course-lib {args.command}: error: {exc}", file=sys.stderr)
+        remove_created_folders(args)  # a refused command leaves no empty results folder behind
         return 2
     except KeyboardInterrupt:
         print("course-lib: interrupted; results written so far are kept.", file=sys.stderr)

@@ -185,3 +185,16 @@ def data_root() -> Path:
 def cache_dir() -> Path:
     """Folder of cached trained models (``<data root>/cache``)."""
     return data_root() / "cache"
+
+
+def results_dir(name: str | None = None) -> Path:
+    """Where recipes and commands write results: ``COURSE_RESULTS_DIR``, else ``results/`` here.
+
+    ``name`` is one recipe's folder under that root (``results_dir("rub")``). The default is
+    relative to the current directory, so a notebook writes beside itself. ``make test`` points
+    the unit tests and the chapters at one fresh root, so a chapter reads the benchmark rows that
+    the tests computed with its exact configuration instead of computing them again.
+    """
+    env = os.environ.get("COURSE_RESULTS_DIR", "").strip()
+    root = Path(env).expanduser() if env else Path("results")
+    return root / name if name else root  # checked where it is written (results.prepare_output)

@@ -5,8 +5,15 @@ loadfile``); every process uses the course's adaptive threads (one thread beside
 all cores on an idle machine). Results are bit-reproducible at a fixed thread count; a test that
 compares two runs bit for bit fixes it with ``COURSE_THREADS`` (tests/test_bad_inputs.py), and
 tests/test_threads.py exercises the adaptation itself.
+
+The three RUB benchmarks' quick fixtures call their recipes with the chapters' exact arguments and
+write into ``results_root``: ``make test`` points ``COURSE_RESULTS_DIR`` at one fresh folder for the
+tests and the chapters, so chapters 5, 7 and 8 read those rows instead of computing them again.
 """
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("COURSE_PROFILE", "quick")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -14,3 +21,20 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
+
+
+@pytest.fixture(scope="session")
+def results_root(tmp_path_factory) -> Path:
+    """Where the benchmark fixtures write: ``COURSE_RESULTS_DIR`` when set (make test), else a fresh folder."""
+    env = os.environ.get("COURSE_RESULTS_DIR", "").strip()
+    return Path(env) if env else tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture(scope="session")
+def computed_here():
+    """``computed_here(result)`` fails unless that run computed every row it returns (none from an earlier run)."""
+    def check(result) -> None:
+        assert result.computed_rows == len(result.rows), (
+            f"{len(result.rows) - result.computed_rows} of the rows in {result.results_path} come from an earlier "
+            "run, so this test would check old results: delete that folder (make test starts from a fresh one).")
+    return check

@@ -33,6 +33,7 @@ def sandbox(tmp_path, monkeypatch):
     """An empty data root and results folder; returns (data_root, out_dir, a_file)."""
     root, out = tmp_path / "data", tmp_path / "out"
     monkeypatch.setenv("COURSE_DATA_DIR", str(root))
+    monkeypatch.setenv("COURSE_RESULTS_DIR", str(out))  # a command's default --out lies under it
     monkeypatch.delenv("COURSE_DEVICE", raising=False)
     a_file = tmp_path / "a_file.txt"
     a_file.write_text("not a folder")

@@ -8,7 +8,7 @@ from course_lib.attacks.uma import robustness_verdict, unlearning_mapping_attack
 from course_lib.cli import main
 from course_lib.data import load
 from course_lib.errors import CourseError
-from course_lib.experiments.rub_classification import row_id, run_rub
+from course_lib.experiments.rub_classification import RubConfig, row_id, run_rub
 from course_lib.results import read_rows
 from course_lib.models import build_model, classifier_head
 from course_lib.train import accuracy, train_model
@@ -163,10 +163,14 @@ def test_uma_stays_in_the_ball_and_maps_back(digits_model):
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    """The whole quick benchmark on mnist-5k, class 0 forgotten, eps 0 and 16/255."""
-    out = tmp_path_factory.mktemp("rub")
-    return run_rub("mnist-5k", profile="quick", methods="all", eps=[0, 16 / 255], out=out, progress=False)
+def quick_run(results_root, computed_here):
+    """Chapter 5's quick benchmark, with its arguments: mnist-5k, class 0 forgotten, eps 0, 8/255 and 16/255."""
+    cfg = RubConfig.for_profile("quick")
+    result = run_rub(cfg.dataset(), "convnet", forget_classes=[0], methods="all", eps=[0, 8 / 255, 16 / 255],
+                     seeds=cfg.seeds, mia_seeds=cfg.mia_seeds, config=cfg, out=results_root / "rub",
+                     progress=False)
+    computed_here(result)
+    return result
 
 
 def test_quick_benchmark_every_method_forgets_and_keeps_accuracy(quick_run):
@@ -203,7 +207,7 @@ def test_quick_benchmark_shows_the_rub_pattern(quick_run):
     assert "UA (ε=16/255)" in table.columns and "retrain" in table.index and "GA (extra)" in table.index
     d = quick_run.to_dict()
     json.dumps(d)
-    assert len(d["rows"]) == 1 + 7 * 2
+    assert len(d["rows"]) == 1 + 7 * 3
 
 
 def test_interrupted_run_resumes_with_exactly_one_row_each(tmp_path):
@@ -241,7 +245,58 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):
     assert main(["rub", "--profile", "quick", "--out", str(out), *args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
-    assert not out.exists() or not any(out.iterdir())
+    assert not out.exists()  # not even an empty folder is left
+
+
+def test_a_learners_edited_method_gets_new_rows_and_an_unchanged_one_loads_its_model(tmp_path):
+    """Rows and cached unlearned models are keyed by the method's source code: editing the body of
+    one's own method (same name, same hyper-parameters) redoes them, running it again loads them."""
+    import copy
+    import uuid
+
+    from torch import nn
+
+    name, calls = "test-learner", []
+    # a fresh token per test run, so the model cache of an earlier run is not what is tested
+    hp = {name: {"token": uuid.uuid4().hex}}
+    kwargs = dict(profile="quick", methods=[name], eps=[0], seeds=1, hyper_parameters=hp, progress=False)
+
+    def a_copy(original, forget, retain, *, token="", seed=0, progress=False):
+        calls.append("copy")
+        return copy.deepcopy(original)
+
+    def predicts_one(original, forget, retain, *, token="", seed=0, progress=False):
+        calls.append("ones")
+        model = copy.deepcopy(original)
+        with torch.no_grad():
+            [m for m in model.modules() if isinstance(m, nn.Linear)][-1].bias[1] += 1e3
+        return model
+
+    try:
+        CLASSIFICATION_METHODS.register(name, description="a copy")(a_copy)
+        first = run_rub("mnist-5k", out=tmp_path / "a", **kwargs)
+        assert first.computed_rows == 2 and calls == ["copy"]
+        assert [r["ua"] for r in first.rows if r["method"] == name][0] >= 0.9
+        # the same method in another results folder: new rows, the unlearned model from the cache
+        assert run_rub("mnist-5k", out=tmp_path / "b", **kwargs).computed_rows == 2 and calls == ["copy"]
+        CLASSIFICATION_METHODS.unregister(name)
+        CLASSIFICATION_METHODS.register(name, description="predicts class 1")(predicts_one)
+        edited = run_rub("mnist-5k", out=tmp_path / "a", **kwargs)
+        assert edited.computed_rows == 1 and calls == ["copy", "ones"]
+        assert [r["ua"] for r in edited.rows if r["method"] == name] == [0.0]
+        assert run_rub("mnist-5k", out=tmp_path / "a", **kwargs).computed_rows == 0
+    finally:
+        CLASSIFICATION_METHODS.unregister(name)
+
+
+def test_retrains_own_schedule_overrides_change_its_key():
+    from types import SimpleNamespace
+
+    from course_lib.experiments.rub_classification import hp_key
+
+    setup = SimpleNamespace(train_schedule=lambda: {"epochs": 3, "lr": 0.1})
+    assert hp_key("retrain", {"epochs": 1}, setup) != hp_key("retrain", {}, setup)
+    assert hp_key("retrain", {"epochs": 3}, setup) == hp_key("retrain", {}, setup)
 
 
 def test_random_forgetting_measures_ta_on_the_whole_test_split(tmp_path):

@@ -139,10 +139,14 @@ def _cli(argv) -> int:
 # --------------------------------------------------------------------------- the benchmark (quick)
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
+def quick_run(results_root, computed_here):
+    """Chapter 8's quick benchmark, with its arguments, written where chapter 8 reads it."""
     rows = []
-    out = tmp_path_factory.mktemp("rub-t2i")
-    result = run_rub_t2i(profile="quick", out=out, progress=False, on_row=rows.append)
+    cfg = T2IBudget.for_profile("quick")
+    out = results_root / "rub"
+    result = run_rub_t2i(cfg.dataset, "seven", config=cfg, attack_steps=cfg.attack_steps, out=out, progress=False,
+                         on_row=rows.append)
+    computed_here(result)
     return result, rows, out
 
 

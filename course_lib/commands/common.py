@@ -4,7 +4,7 @@ A recipe's command is written in three steps::
 
     def register(sub):
         p = sub.add_parser("recover", help=...)
-        add_recipe_options(p, out="results/recover")      # --dataset --model --profile --seed --out --json
+        add_recipe_options(p, out="recover")              # --dataset --model --profile --seed --out --json
         p.add_argument(...)                                # the recipe's own options
         p.set_defaults(func=run)
 
@@ -53,9 +53,11 @@ def add_recipe_options(parser: argparse.ArgumentParser, *, out: str | None, data
                        model: bool = True, seed: bool = True) -> None:
     """The options of every recipe command: ``--dataset --model --profile --seed --out --json``.
 
-    ``out`` is the default results folder (``None``: the command writes no files); ``dataset``
-    the default dataset (``None``: no ``--dataset`` option).
+    ``out`` names the command's folder under the results root (``rub``: ``$COURSE_RESULTS_DIR/rub``,
+    else ``results/rub``; ``None``: the command writes no files); ``dataset`` the default dataset
+    (``None``: no ``--dataset`` option).
     """
+    from ..config import results_dir
     from ..data import dataset_names
     from ..models import model_names
 
@@ -66,13 +68,31 @@ def add_recipe_options(parser: argparse.ArgumentParser, *, out: str | None, data
         parser.add_argument("--model", choices=model_names(), default=None,
                             help="architecture (default: the chapter's model for this dataset)")
     if out is not None:
-        parser.add_argument("--out", default=out, help=f"folder of the result files (default {out})")
+        default = str(results_dir(out))
+        parser.add_argument("--out", default=default, help=f"folder of the result files (default {default})")
     add_common(parser, seed=seed)
 
 
 def output_folder(args: argparse.Namespace) -> Path:
-    """``args.out``, checked (and created) before the compute starts."""
-    return prepare_output(args.out)
+    """``args.out``, checked (and created) before the compute starts.
+
+    The folders this creates are noted on ``args``: a command refused later (a bad dataset, a bad
+    strength) removes them again if they are still empty (:func:`remove_created_folders`).
+    """
+    folder = Path(args.out)
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]  # the deepest first
+    prepared = prepare_output(folder)
+    args.created_folders = missing
+    return prepared
+
+
+def remove_created_folders(args: argparse.Namespace) -> None:
+    """Remove the folders :func:`output_folder` created, deepest first, while they are empty."""
+    for folder in getattr(args, "created_folders", ()):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (a result landed there) or already gone: keep the rest
+            break
 
 
 def finish(args: argparse.Namespace, result, stem: str, text: str | None = None, extra: dict | None = None) -> int:

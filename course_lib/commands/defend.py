@@ -38,7 +38,7 @@ def register(sub) -> None:
                         "the range in which the attack degrades; default) or the paper's (Table 4)")
     p.add_argument("--samples", type=positive_int, default=None,
                    help="removed samples averaged by the recovery attack (default: the profile's)")
-    add_recipe_options(p, out="results/defend", model=False)
+    add_recipe_options(p, out="defend", model=False)
     p.set_defaults(func=run)
 
 

@@ -11,7 +11,7 @@ def register(sub) -> None:
                                    "recovery it allows (sizes from the profile's budget).")
     p.add_argument("--precision", choices=("auto", "float32", "float64"), default="auto",
                    help="the developer's weights (default auto: float64 where float32 rounding hides the update)")
-    add_recipe_options(p, out="results/gradient-lab")
+    add_recipe_options(p, out="gradient-lab")
     p.set_defaults(func=run)
 
 

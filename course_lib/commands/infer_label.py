@@ -31,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("--api", choices=("probs", "labels"), default="probs",
                    help="what the server answers: probability vectors (default) or labels only")
     p.add_argument("--no-cache", action="store_true", help="rebuild the probes instead of loading cached ones")
-    add_recipe_options(p, out="results/infer-label", model=False)
+    add_recipe_options(p, out="infer-label", model=False)
     p.set_defaults(func=run)
 
 

@@ -9,7 +9,7 @@ def register(sub) -> None:
                        description="Unlearn each class in turn (every share p_u of the profile, exact and approximate) "
                                    "and infer it from black-box queries; sizes from the profile's budget.")
     p.add_argument("--no-cache", action="store_true", help="rebuild the probes instead of loading cached ones")
-    add_recipe_options(p, out="results/label-inference", model=False)
+    add_recipe_options(p, out="label-inference", model=False)
     p.set_defaults(func=run)
 
 

@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--estimator", choices=("difference", "reference"), default="difference",
                    help="gradient estimate: eq. 2 theta - theta_u (default), or 'reference', which also uses "
                         "M0 and the training-set size")
-    add_recipe_options(p, out="results/recover")
+    add_recipe_options(p, out="recover")
     p.set_defaults(func=run)
 
 

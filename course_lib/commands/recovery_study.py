@@ -26,7 +26,7 @@ def register(sub) -> None:
                    help="ablation only: whether the attacker knows the removed sample's label (default known)")
     p.add_argument("--precision", choices=("auto", "float64", "float32"), default="auto",
                    help="precision in which the developer keeps M and M_u (default auto)")
-    add_recipe_options(p, out="results/recovery-study")
+    add_recipe_options(p, out="recovery-study")
     p.set_defaults(func=run)
 
 

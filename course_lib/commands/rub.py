@@ -61,7 +61,7 @@ def register(sub) -> None:
                                    "running the same command again resumes.")
     p.add_argument("--task", default="classification",
                    help="RUB task: classification (chapter 5), i2i (inpainting) or t2i (diffusion); default classification")
-    add_recipe_options(p, out="results/rub", dataset=None, seed=False)
+    add_recipe_options(p, out="rub", dataset=None, seed=False)
     p.add_argument("--dataset", default=None, help="dataset (default: the task's, mnist-5k for classification)")
     p.add_argument("--methods", type=methods_option, default="all",
                    help="'all' or a comma-separated list, e.g. retrain,FT,SalUn (default all)")

@@ -10,7 +10,7 @@ def register(sub) -> None:
                                    "unlearning, and measure the weight difference and the output change.")
     p.add_argument("--removed-index", type=non_negative_int, default=0,
                    help="which sample of the private split Du asks to be forgotten (default 0)")
-    add_recipe_options(p, out="results/threat-model")
+    add_recipe_options(p, out="threat-model")
     p.set_defaults(func=run)
 
 

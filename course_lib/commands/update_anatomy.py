@@ -12,7 +12,7 @@ def register(sub) -> None:
     p.add_argument("--forget-share", type=float, default=1.0, help="share p_u of each class removed (default 1)")
     p.add_argument("--probes-per-class", type=positive_int, default=None,
                    help="probes per class (default: the profile's)")
-    add_recipe_options(p, out="results/update-anatomy", model=False)
+    add_recipe_options(p, out="update-anatomy", model=False)
     p.set_defaults(func=run)
 
 

@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 from .. import data as data_mod
 from ..attacks.membership import svc_mia_efficacy
 from ..attacks.uma import output_distance, robustness_verdict, unlearning_mapping_attack
-from ..cache import config_key
+from ..cache import cached_model, config_key, source_key
+from ..config import results_dir
 from ..errors import CourseError
 from ..models import MODELS, default_model_for
 from ..recipes import recipe
@@ -56,13 +57,48 @@ def row_id(row: dict) -> tuple:
 
 # --------------------------------------------------------------------------- the benchmark
 
-def hp_key(method: str, overrides: dict, setup: "RubSetup") -> str:
-    """Hash of a method's effective hyper-parameters (its defaults updated by ``overrides``)."""
-    hp = {**method_defaults(CLASSIFICATION_METHODS.get(method)), **overrides}
+def effective_hyper_parameters(method: str, overrides: dict, setup: "RubSetup") -> dict:
+    """The keyword arguments a method runs with: the overrides; ``retrain`` gets the original's
+    schedule (epochs, lr, ...) where the overrides do not set it."""
+    hp = dict(overrides)
     if method == "retrain":
-        hp.update(setup.train_schedule())
+        for k, v in setup.train_schedule().items():
+            hp.setdefault(k, v)
+    return hp
+
+
+def hp_key(method: str, overrides: dict, setup: "RubSetup") -> str:
+    """Hash of a method's effective hyper-parameters (its defaults updated by ``overrides``) and of
+    its source code, so that rows and cached models of an edited method (a learner's own) are redone."""
+    fn = CLASSIFICATION_METHODS.get(method)
+    hp = {**method_defaults(fn), **effective_hyper_parameters(method, overrides, setup)}
     hp.pop("seed", None)
-    return config_key({"method": method, **hp})
+    return config_key({"method": method, "source": source_key(fn), **hp})
+
+
+def unlearned_model(setup: "RubSetup", method: str, *, seed: int = 0,
+                    hyper_parameters: dict | None = None) -> tuple[nn.Module, float]:
+    """``method``'s unlearned model for ``setup`` and ``seed``, and the seconds the unlearning took.
+
+    ``hyper_parameters`` override the method's defaults on top of the budget's options for it
+    (``setup.config.method_options``), as in :func:`run_rub`. The model is cached under
+    ``data/cache``, keyed by the original model, the method (its name, effective hyper-parameters
+    and source), the seed and the forget and retain sets' contents: a rerun of the benchmark, or a
+    chapter that looks at one model up close, loads it instead of unlearning again.
+    """
+    overrides = {**setup.config.method_options(method), **(hyper_parameters or {})}
+    hp = effective_hyper_parameters(method, overrides, setup)
+    config = {"stage": "rub-unlearned", "original": Path(setup.original_info["path"]).name, "method": method,
+              "hp_key": hp_key(method, overrides, setup), "seed": int(seed)}
+
+    def fit(model: nn.Module) -> dict:
+        t0 = time.perf_counter()
+        unlearned = CLASSIFICATION_METHODS.get(method)(setup.original, setup.forget, setup.retain, seed=seed, **hp)
+        model.load_state_dict(unlearned.state_dict())
+        return {"unlearn_seconds": time.perf_counter() - t0}
+
+    model, info, _ = cached_model("rub-unlearned", config, setup.new_model, fit, data=(setup.forget, setup.retain))
+    return model.eval(), float(info["unlearn_seconds"])
 
 
 def benchmark_key(dataset: str, model_name: str, cfg: RubConfig, forget_classes, forget_share,
@@ -86,8 +122,7 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
             forget_share: float | None = None, eps: Sequence[float] = DEFAULT_EPS, seeds: int | None = None,
             mia_seeds: int | None = None, hyper_parameters: dict | None = None, out: str | Path | None = None,
             config: RubConfig | None = None, progress: bool = True,
-            on_row: Callable[[dict], None] | None = None,
-            on_model: Callable[[str, int, nn.Module], None] | None = None) -> RubResult:
+            on_row: Callable[[dict], None] | None = None) -> RubResult:
     """Run (or resume) the RUB classification benchmark; used by chapter 5 and ``course-lib rub``.
 
     Parameters
@@ -104,13 +139,14 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
     hyper_parameters:
         ``{method: {name: value}}`` overriding a method's defaults.
     out:
-        Folder of the results file ``rub-<key>.jsonl`` (default ``results/rub``); the key hashes
-        the configuration, so a run with the same settings resumes the same file.
+        Folder of the results file ``rub-<key>.jsonl`` (default ``results_dir("rub")``:
+        ``$COURSE_RESULTS_DIR/rub``, else ``results/rub``); the key hashes the configuration, so a
+        run with the same settings resumes the same file.
     on_row:
         Called with each new row right after it is written (progress reports, tests).
-    on_model:
-        Called as ``on_model(method, seed, unlearned_model)`` for every model unlearned in this run
-        (rows found in the results file are not recomputed, so their models are not built).
+
+    Every unlearned model is cached (:func:`unlearned_model`): a rerun, or a chapter that looks at
+    one of them up close, loads it.
 
     Returns
     -------
@@ -136,7 +172,7 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
     model_name = model or default_model_for(train_split.kind)
     MODELS.get(model_name)
     key, ident = benchmark_key(dataset, model_name, cfg, forget_classes, forget_share, hyper_parameters)
-    out_dir = prepare_output(Path(out) if out is not None else Path("results") / "rub")
+    out_dir = prepare_output(Path(out) if out is not None else results_dir("rub"))
     store = RowStore(out_dir / f"rub-{key}.jsonl", ident, row_id)  # read and checked before any training
     path = store.path
     setup = prepare_rub(dataset, model_name, forget_classes=forget_classes, forget_share=forget_share,
@@ -184,16 +220,9 @@ def run_rub(dataset: str = "mnist-5k", model: str | None = None, *, profile: str
         if not missing:
             continue
         bar.set_postfix_str(f"{method} seed {seed}")
-        hp = dict(method_hp[method])
-        if method == "retrain":
-            for k, v in setup.train_schedule().items():
-                hp.setdefault(k, v)
-        t0 = time.perf_counter()
-        unlearned = CLASSIFICATION_METHODS.get(method)(setup.original, setup.forget, setup.retain, seed=seed, **hp)
-        unlearn_seconds = time.perf_counter() - t0
-        unlearned.eval()
-        if on_model is not None:
-            on_model(method, seed, unlearned)
+        hp = effective_hyper_parameters(method, method_hp[method], setup)
+        unlearned, unlearn_seconds = unlearned_model(setup, method, seed=seed,
+                                                     hyper_parameters=hyper_parameters.get(method))
         ta = accuracy(unlearned, setup.test_eval)
         ra = accuracy(unlearned, retain_probe)  # RA: accuracy on D_r (a fixed random 500 of it)
         dist_forget = output_distance(setup.original, unlearned, fe.x)

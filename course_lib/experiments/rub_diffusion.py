@@ -26,8 +26,8 @@ import torch
 from .. import data as data_mod
 from ..attacks.prompt_attack import unlearn_diff_attack
 from ..budgets import Budget
-from ..cache import cached_model, config_key
-from ..config import get_device, seed_everything
+from ..cache import cached_model, config_key, source_key
+from ..config import get_device, results_dir, seed_everything
 from ..diffusion import Diffusion, PromptSet, train_t2i
 from ..errors import CourseError
 from ..evaluator import EvaluatorBudget, downsample, evaluation_classifier
@@ -265,10 +265,12 @@ def _pick_targets(setup: T2ISetup) -> None:
 # --------------------------------------------------------------------------- one row
 
 def hp_key(method: str, overrides: dict) -> str:
-    """Hash of a method's effective hyper-parameters (defaults updated by ``overrides``, seed excluded)."""
-    hp = {**method_defaults(T2I_METHODS.get(method)), **overrides}
+    """Hash of a method's effective hyper-parameters (defaults updated by ``overrides``, seed excluded)
+    and of its source code, so that rows and cached models of an edited method are redone."""
+    fn = T2I_METHODS.get(method)
+    hp = {**method_defaults(fn), **overrides}
     hp.pop("seed", None)
-    return config_key({"method": method, **hp})
+    return config_key({"method": method, "source": source_key(fn), **hp})
 
 
 def unlearned_model(setup: T2ISetup, method: str, hyper_parameters: dict | None = None, seed: int = 0,
@@ -363,7 +365,8 @@ def run_rub_t2i(dataset: str | None = None, concept: str | int = "seven", *, pro
     hyper_parameters:
         ``{method: {name: value}}`` overriding a method's defaults.
     out:
-        Folder of the results file ``rub-t2i-<key>.jsonl`` (default ``results/rub``).
+        Folder of the results file ``rub-t2i-<key>.jsonl`` (default ``results_dir("rub")``:
+        ``$COURSE_RESULTS_DIR/rub``, else ``results/rub``).
     setup:
         A :class:`T2ISetup` already prepared (the chapter's), to skip loading.
     """
@@ -377,7 +380,7 @@ def run_rub_t2i(dataset: str | None = None, concept: str | int = "seven", *, pro
     n_seeds = cfg.seeds if seeds is None else int(seeds)
     cap = cfg.attack_steps if attack_steps is None else int(attack_steps)
     key, ident = benchmark_identity(setup, cap, hyper_parameters)
-    store = RowStore(Path(out if out is not None else Path("results") / "rub") / f"rub-t2i-{key}.jsonl", ident, row_id)
+    store = RowStore((Path(out) if out is not None else results_dir("rub")) / f"rub-t2i-{key}.jsonl", ident, row_id)
     current = {n: hp_key(n, hyper_parameters.get(n, {})) for n in names}
     store.drop(lambda r: r["method"] in current and r.get("hp_key") != current[r["method"]])
     computed = 0

@@ -24,7 +24,6 @@ The recipe follows RUB's Sections 4.1, 4.2, 4.4 and 5.1 for the I2I task, at cou
 """
 from __future__ import annotations
 
-import inspect
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -33,7 +32,8 @@ from tqdm.auto import tqdm
 
 from .. import data as data_mod
 from ..attacks.uma_i2i import inpainting_mapping_attack
-from ..cache import cached_model, clone_model, config_key, state_equal
+from ..cache import cached_model, clone_model, config_key, source_key, state_equal
+from ..config import results_dir
 from ..errors import CourseError
 from ..models.inpainter import Inpainter
 from ..recipes import recipe
@@ -86,20 +86,13 @@ def measure(setup: I2ISetup, model: Inpainter, eps: float, *, progress: bool = F
     return out
 
 
-def _source_key(fn) -> str:
-    try:
-        return config_key({"source": inspect.getsource(fn)})
-    except (OSError, TypeError):   # no source (built in C, typed at a prompt): its name stands for it
-        return getattr(fn, "__qualname__", repr(fn))
-
-
 def hp_key(method: str, hyper_parameters: dict, setup: I2ISetup) -> str:
     """Hash of a method's effective hyper-parameters (defaults updated by the overrides) and of its
     source code, so that rows and cached models of an edited method (a learner's own) are redone."""
     fn = I2I_METHODS.get(method)
     hp = {**method_defaults(fn), **effective_hyper_parameters(method, hyper_parameters, setup)}
     hp.pop("seed", None)
-    return config_key({"method": method, "source": _source_key(fn), **hp})
+    return config_key({"method": method, "source": source_key(fn), **hp})
 
 
 def unlearned_model(setup: I2ISetup, method: str, *, seed: int = 0,
@@ -176,7 +169,8 @@ def run_rub_i2i(dataset: str | None = None, *, profile: str | None = None, metho
     hyper_parameters:
         ``{method: {name: value}}`` overriding a method's defaults.
     out:
-        Folder of the results file ``rub-i2i-<key>.jsonl`` (default ``results/rub``).
+        Folder of the results file ``rub-i2i-<key>.jsonl`` (default ``results_dir("rub")``:
+        ``$COURSE_RESULTS_DIR/rub``, else ``results/rub``).
     setup:
         A prepared :class:`I2ISetup` (a chapter's), else one is prepared.
     keep_models:
@@ -209,7 +203,7 @@ def run_rub_i2i(dataset: str | None = None, *, profile: str | None = None, metho
     else:
         dataset, mask = setup.dataset, setup.info["mask"]
     key, ident = benchmark_key(dataset, cfg, mask, forget_classes, retain_classes, hyper_parameters)
-    out_dir = prepare_output(Path(out) if out is not None else Path("results") / "rub")
+    out_dir = prepare_output(Path(out) if out is not None else results_dir("rub"))
     store = RowStore(out_dir / f"rub-i2i-{key}.jsonl", ident, row_id)  # read and checked before any training
     if setup is None:
         setup = prepare_i2i(dataset, forget_classes=forget_classes, retain_classes=retain_classes, config=cfg,
