@@ -6,9 +6,10 @@ all cores on an idle machine). Results are bit-reproducible at a fixed thread co
 compares two runs bit for bit fixes it with ``COURSE_THREADS`` (tests/test_bad_inputs.py), and
 tests/test_threads.py exercises the adaptation itself.
 
-The three RUB benchmarks' quick fixtures call their recipes with the chapters' exact arguments and
-write into ``results_root``: ``make test`` points ``COURSE_RESULTS_DIR`` at one fresh folder for the
-tests and the chapters, so chapters 5, 7 and 8 read those rows instead of computing them again.
+The three RUB benchmarks' quick fixtures and the defense-grid test call their recipes with the
+chapters' exact arguments and write into ``results_root``: ``make test`` points
+``COURSE_RESULTS_DIR`` at one fresh folder for the tests and the chapters, so chapters 5 to 8 read
+those rows instead of computing them again.
 """
 import os
 from pathlib import Path

@@ -219,7 +219,7 @@ def test_config_profiles_and_errors():
         DefenseConfig.for_profile("quick", pruning_space="weights")
 
 
-def test_course_grid_degrades_the_recovery_gradually():
+def test_course_grid_degrades_the_recovery_gradually(results_root):
     """Quick version of the bar: on the course's grid each defense has a setting that lowers the mean
     recovery PSNR by 1-5 dB, its curve has >= 3 distinct points, clipping binds, and the strongest
     setting (one of the paper's values for obfuscation and fine-tuning) kills the attack. Which grid
@@ -228,7 +228,10 @@ def test_course_grid_degrades_the_recovery_gradually():
     """
     from course_lib.experiments.defense_evaluation import run_defenses
 
-    result = run_defenses(profile="quick", seed=6, attacks=("recover",), progress=False)
+    # chapter 6's recovery part, with its arguments, written where chapter 6 reads it
+    result = run_defenses("mnist-5k", profile="quick", seed=6, attacks=("recover",), out=results_root / "defend",
+                          progress=False)
+    assert result.cost["recovery_rows_computed"] == len(result.recovery), "rows from an earlier run: delete them"
     assert result.baseline_psnr() >= 12.0
     table = result.table()
     for name in D.PARAMETER_DEFENSES:
@@ -272,16 +275,34 @@ def test_cli_defend_rejects_bad_input(capsys):
     assert main(["defend", "--defense", "dropout", "--strength", "0.1"]) == 2  # a usage error: exit code 2
 
 
-def test_cli_defend_label_only_json(capsys):
+def test_cli_defend_label_only_json(capsys, tmp_path):
     import json
 
     from course_lib.cli import main
 
     code = main(["defend", "--defense", "label-only", "--strength", "1", "--attack", "infer-label",
-                 "--profile", "quick", "--json"])
+                 "--profile", "quick", "--out", str(tmp_path), "--json"])
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
     rows = {(r["defense"], r["attack"]): r for r in payload["labels"]}
     assert rows[("label-only", "probs")]["informative"] == 0
     assert rows[("none", "probs")]["accuracy"] >= 2 / 3 - 1e-9   # 2 of 3 classes: see the test above
     assert payload["summary"][0]["defense"] == "none"
+
+
+def test_recovery_rows_are_written_as_computed_and_a_rerun_computes_only_new_strengths(tmp_path):
+    from course_lib.experiments.defense_evaluation import DefenseConfig, run_defenses
+    from course_lib.results import read_rows
+
+    cfg = DefenseConfig.for_profile("quick", grids=(("pruning", (0.5,)),), restarts=1, iterations=5,
+                                    feature_iterations=5, sharpen_iterations=5)
+    kwargs = dict(profile="quick", seed=6, attacks=("recover",), config=cfg, out=tmp_path, progress=False)
+    first = run_defenses(**kwargs)
+    (path,) = tmp_path.glob("defenses-*.jsonl")
+    assert first.cost["recovery_rows_computed"] == 2 and len(read_rows(path)) == 2  # the baseline and p = 0.5
+    again = run_defenses(strengths={"pruning": [0.5, 0.9]}, **kwargs)
+    assert again.cost["recovery_rows_computed"] == 1 and len(read_rows(path)) == 3
+    for key in [("none", 0.0), ("pruning", 0.5)]:
+        assert torch.equal(again.images[key], first.images[key])
+    assert [r["psnr"] for r in again.recovery[:2]] == [r["psnr"] for r in first.recovery]
+    assert run_defenses(strengths={"pruning": [0.9]}, **kwargs).cost["recovery_rows_computed"] == 0

@@ -59,7 +59,7 @@ def run(args) -> int:
     result = run_defenses(args.dataset, profile=args.profile, seed=args.seed, attacks=attacks, defenses=defenses,
                           strengths=strengths, samples=args.samples, include_label_only=label_only,
                           config=(DefenseConfig.paper if args.grid == "paper" else DefenseConfig.for_profile)(args.profile),
-                          progress=not args.json)
+                          out=args.out, progress=not args.json)
     what = " and ".join("feature recovery" if a == "recover" else "label inference" for a in attacks)
     lines = [f"{args.defense or 'every defense'} against {what} ({result.settings['dataset']}, profile "
              f"{result.settings['profile']}, seed {args.seed})",

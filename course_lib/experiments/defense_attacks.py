@@ -62,9 +62,18 @@ def _defense_options(name: str, cfg, ft_data: Dataset, pipe) -> dict:
     return {}
 
 
+def recovery_row_id(row: dict) -> tuple:
+    """What makes a recovery row unique: (defense, strength, removed sample)."""
+    return (row["defense"], float(row["strength"]), int(row["sample"]))
+
+
 def recovery_under_defenses(dataset: str, settings: list[tuple[str, float]], cfg, inv_cfg: InversionConfig,
-                            profile: str, seed: int, progress: bool) -> dict:
+                            profile: str, seed: int, progress: bool, store=None) -> dict:
     """Feature recovery (chapter 3's attack) against every (defense, strength) and the undefended baseline.
+
+    ``store`` (a :class:`~course_lib.results.RowStore` of this configuration, or ``None``) receives
+    each row, with its recovered image, as soon as it is computed; rows it already holds are read,
+    not computed again, and a removed sample whose rows are all there is not even unlearned.
 
     Returns ``{"rows", "originals", "images", "settings", "cost"}`` for :class:`DefensesResult`.
     """
@@ -85,21 +94,25 @@ def recovery_under_defenses(dataset: str, settings: list[tuple[str, float]], cfg
     chosen = sample_indices(train, cfg.samples, seed=seed + 1000).tolist()
     ft_data = _finetune_data(pipe, cfg, seed)
     validation = _validation(pipe.test, cfg, seed)
-    all_settings = [(NO_DEFENSE, 0.0)] + settings
-    originals, images, rows, settings_out = [], {(d, float(s)): [] for d, s in all_settings}, [], {}
-    bar = tqdm(total=len(chosen) * len(all_settings), desc="defend + recover", disable=not progress, leave=False)
+    all_settings = [(NO_DEFENSE, 0.0)] + [(d, float(s)) for d, s in settings]
+    found = {recovery_row_id(r): r for r in (store.rows if store is not None else [])}
+    originals, rows, settings_out = [], [], {}
+    todo = sum(1 for idx in chosen for d, s in all_settings if (d, s, int(idx)) not in found)
+    bar = tqdm(total=todo, desc="defend + recover", disable=not progress or todo == 0, leave=False)
     inversions, seconds_inv = 0, 0.0
     for i, idx in enumerate(chosen):
         forget = train.subset([idx])
-        if cfg.unlearning == "approximate":
-            unlearned = approximate_unlearning(m0, original, forget, lr=prof.finetune_lr,
-                                               epochs=case.settings["epochs"], batch_size=prof.finetune_batch_size)
-        else:
-            unlearned = exact_unlearning(m0, train.without([idx]), epochs=case.settings["epochs"],
-                                         lr=prof.finetune_lr, batch_size=prof.finetune_batch_size, seed=pipe.seed)
         originals.append(forget.x[0].float())
-        base_acc = D.validation_accuracy(unlearned, validation)
-        for defense, strength in all_settings:
+        missing = [(d, s) for d, s in all_settings if (d, s, int(idx)) not in found]
+        if missing:
+            if cfg.unlearning == "approximate":
+                unlearned = approximate_unlearning(m0, original, forget, lr=prof.finetune_lr,
+                                                   epochs=case.settings["epochs"], batch_size=prof.finetune_batch_size)
+            else:
+                unlearned = exact_unlearning(m0, train.without([idx]), epochs=case.settings["epochs"],
+                                             lr=prof.finetune_lr, batch_size=prof.finetune_batch_size, seed=pipe.seed)
+            base_acc = D.validation_accuracy(unlearned, validation)
+        for defense, strength in missing:
             if defense == NO_DEFENSE:
                 released = unlearned
             else:
@@ -110,8 +123,8 @@ def recovery_under_defenses(dataset: str, settings: list[tuple[str, float]], cfg
             inversions += 1
             seconds_inv += float(rec.cost.get("seconds", 0.0))
             row = rec.samples[0]
-            rows.append({
-                "defense": defense, "strength": float(strength), "sample": int(idx), "label": int(forget.y[0]),
+            found[(defense, strength, int(idx))] = new = {
+                "defense": defense, "strength": strength, "sample": int(idx), "label": int(forget.y[0]),
                 "psnr": row["psnr"], "ssim": row["ssim"], "lpips": row["lpips"], "rmse": row["rmse"],
                 "accuracy_ratio": 1.0 if defense == NO_DEFENSE else _ratio(released, base_acc, validation),
                 "update_cosine": 1.0 if defense == NO_DEFENSE else _update_cosine(original, unlearned, released),
@@ -119,20 +132,31 @@ def recovery_under_defenses(dataset: str, settings: list[tuple[str, float]], cfg
                 "clipping_binds": (D.clipping_binds(original, unlearned, cfg.clip_norm, step_scale=approximate_step(pipe))
                                    if defense == "obfuscation" and cfg.obfuscation_space == "gradient" else
                                    D.clipping_binds(original, unlearned, cfg.clip_norm) if defense == "obfuscation"
-                                   else None)})
-            images[(defense, float(strength))].append(rec.recovered[0].float())
-            if rec.lpips_reason:
-                settings_out["lpips_reason"] = rec.lpips_reason
+                                   else None),
+                "lpips_reason": rec.lpips_reason or None,
+                "recovered": rec.recovered[0].float().tolist()}
+            if store is not None:
+                store.append(new)
             bar.update(1)
     bar.close()
+    images = {}
+    for defense, strength in all_settings:
+        picked = [found[(defense, strength, int(idx))] for idx in chosen]
+        images[(defense, strength)] = torch.stack([torch.tensor(r["recovered"], dtype=torch.float32) for r in picked])
+        rows += [{k: v for k, v in r.items() if k not in ("recovered", "lpips_reason")} for r in picked]
+        reasons = [r["lpips_reason"] for r in picked if r.get("lpips_reason")]
+        if reasons:
+            settings_out["lpips_reason"] = reasons[0]
+    rows.sort(key=lambda r: chosen.index(r["sample"]))  # sample by sample, each in the settings' order
     originals_t = torch.stack(originals)
     settings_out.update({"mean_image_psnr": finite_mean(baseline_mean_image_psnr(train.x.float(), originals_t)),
                          "removed_samples": [int(i) for i in chosen], "unlearning": cfg.unlearning,
                          "precision": "float64", "deployed_test_accuracy": pipe.metrics.get("deployed_test_accuracy")})
-    return {"rows": rows, "originals": originals_t, "images": {k: torch.stack(v) for k, v in images.items() if v},
-            "settings": settings_out,
+    return {"rows": rows, "originals": originals_t, "images": images, "settings": settings_out,
             "cost": {"inversions": inversions, "inversion_seconds": round(seconds_inv, 2),
-                     "inversion_budget": {"restarts": inv_cfg.restarts, "iterations": inv_cfg.iterations}}}
+                     "recovery_rows_read": len(rows) - inversions, "recovery_rows_computed": inversions,
+                     "inversion_budget": {"restarts": inv_cfg.restarts, "iterations": inv_cfg.iterations}},
+            "results_path": str(store.path) if store is not None else None}
 
 
 def _one_hot_scores(label_o: torch.Tensor, label_u: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -33,11 +34,13 @@ import torch
 from .. import defenses as D
 from ..attacks.inversion import InversionConfig
 from ..budgets import Budget, profile_name
-from ..config import get_profile
+from ..cache import config_key
+from ..config import get_profile, results_dir
 from ..data import Dataset
 from ..errors import CourseError, check_choice
 from ..recipes import recipe
-from .defense_attacks import labels_under_defenses, recovery_under_defenses
+from ..results import RowStore, prepare_output
+from .defense_attacks import labels_under_defenses, recovery_row_id, recovery_under_defenses
 from .defense_result import DefensesResult
 
 ATTACKS = ("recover", "infer-label")
@@ -194,7 +197,8 @@ class DefenseConfig(Budget):
 def run_defenses(dataset: str = "mnist-5k", *, profile: str | None = None, seed: int = 0,
                  attacks=ATTACKS, defenses=None, strengths: dict | None = None, samples: int | None = None,
                  config: DefenseConfig | None = None, inversion_config: InversionConfig | None = None,
-                 include_label_only: bool = True, progress: bool = True) -> DefensesResult:
+                 include_label_only: bool = True, out: str | Path | None = None,
+                 progress: bool = True) -> DefensesResult:
     """Evaluate the defenses of Section 7 (and label-only answers, Section 9) against both attacks.
 
     Parameters
@@ -218,6 +222,13 @@ def run_defenses(dataset: str = "mnist-5k", *, profile: str | None = None, seed:
         ``config.restarts`` / ``config.iterations`` when set).
     include_label_only:
         Add the label-only API to the label-inference part.
+    out:
+        Folder of the feature-recovery rows, ``defenses-<key>.jsonl`` (default
+        ``results_dir("defend")``: ``$COURSE_RESULTS_DIR/defend``, else ``results/defend``). Each row
+        (one defense, strength and removed sample, with its recovered image) is written as soon as
+        it is computed; the key hashes the configuration (dataset, profile, seed, budget without
+        the grids, inversion settings), so a rerun resumes and a changed grid computes only its
+        new strengths.
 
     Returns
     -------
@@ -258,9 +269,15 @@ def run_defenses(dataset: str = "mnist-5k", *, profile: str | None = None, seed:
                     for s in values]
     if "recover" in attacks and (param_settings or api_settings):
         rec_settings = param_settings + api_settings
-        part = recovery_under_defenses(dataset, rec_settings, cfg, inv_cfg, prof.name, seed, progress)
+        ident = {"task": "defenses-recovery", "dataset": dataset, "profile": prof.name, "seed": int(seed),
+                 "config": {k: v for k, v in cfg.to_dict().items() if k != "grids"},
+                 "inversion": inv_cfg.to_dict()}
+        folder = prepare_output(Path(out) if out is not None else results_dir("defend"))
+        store = RowStore(folder / f"defenses-{config_key(ident)}.jsonl", ident, recovery_row_id)  # before any work
+        part = recovery_under_defenses(dataset, rec_settings, cfg, inv_cfg, prof.name, seed, progress, store=store)
         result.recovery, result.originals, result.images = part["rows"], part["originals"], part["images"]
         result.settings.update(part["settings"])
+        result.settings["recovery_results_path"] = part["results_path"]
         result.cost.update(part["cost"])
     if "infer-label" in attacks:
         label_settings = list(param_settings)
