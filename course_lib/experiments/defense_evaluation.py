@@ -58,14 +58,16 @@ PAPER_GRIDS = tuple((name, D.get_defense(name).paper_strengths) for name in D.PA
 #:   the course's bound C = 3e-6 (below that gradient's norm, so that clipping binds), per-coordinate
 #:   noise std sqrt(sigma) around the gradient's per-coordinate size, then the paper's smallest sigma;
 #: * pruning in update space (``pruning_space="update"``): the share p of the smallest entries of u is
-#:   zeroed; pruning the weights themselves (the paper's) moves theta_d - theta by at least the smallest
-#:   weight, about 2e-7 here, and leaves nothing to recover at any p;
-#: * fine-tuning at learning rates whose 20 SGD steps move the weights by about as much as u, one rate
-#:   between them and the paper's (1e-8, so that the curve does not jump from intact to dead), then the
-#:   paper's smallest lr (where the utility cost appears).
+#:   zeroed, with p = 0.875 between 0.75 (the attack intact) and 0.9 (about 5 dB lower, on either side
+#:   of 5 dB as the float summation order moves); pruning the weights themselves (the paper's) moves
+#:   theta_d - theta by at least the smallest weight, about 2e-7 here, and leaves nothing to recover at any p;
+#: * fine-tuning at learning rates whose 20 SGD steps move the weights by about as much as u (2e-13
+#:   between 1e-13, the attack intact, and 6e-13, about 6 dB lower on one digit), one rate between them
+#:   and the paper's (1e-8, so that the curve does not jump from intact to dead), then the paper's
+#:   smallest lr (where the utility cost appears).
 COURSE_GRIDS = (("obfuscation", (1e-17, 1e-16, 1e-15, 1e-3)),
-                ("pruning", (0.5, 0.75, 0.9, 0.97, 0.99)),
-                ("finetune", (1e-13, 6e-13, 3e-12, 1e-11, 3e-11, 1e-10, 1e-8, 1e-3)))
+                ("pruning", (0.5, 0.75, 0.875, 0.9, 0.97, 0.99)),
+                ("finetune", (1e-13, 2e-13, 6e-13, 3e-12, 1e-11, 3e-11, 1e-10, 1e-8, 1e-3)))
 #: The quick profile's course grid (one removed sample): the same values.
 QUICK_GRIDS = COURSE_GRIDS
 #: C of the course's obfuscation (a course choice): below the one-sample unlearning gradient's norm.
