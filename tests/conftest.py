@@ -1,10 +1,11 @@
 """Shared test settings: the quick profile and a non-interactive matplotlib backend.
 
 ``make test`` runs them in two pytest-xdist workers, each keeping whole test files (``--dist
-loadfile``); every process uses the course's adaptive threads (one thread beside a busy worker,
-all cores on an idle machine). Results are bit-reproducible at a fixed thread count; a test that
-compares two runs bit for bit fixes it with ``COURSE_THREADS`` (tests/test_bad_inputs.py), and
-tests/test_threads.py exercises the adaptation itself.
+loadfile``), with one torch thread each (``COURSE_THREADS=1``): the two workers fill two cores, and
+results are bit-reproducible at a fixed thread count, so every run of the suite checks the same
+numbers. Run alone (plain ``pytest``), the tests use the course's adaptive threads; a test that
+compares two runs bit for bit fixes the count itself (tests/test_bad_inputs.py), and
+tests/test_threads.py exercises the adaptation.
 
 The three RUB benchmarks' quick fixtures and the defense-grid test call their recipes with the
 chapters' exact arguments and write into ``results_root``: ``make test`` points
@@ -39,3 +40,20 @@ def computed_here():
             f"{len(result.rows) - result.computed_rows} of the rows in {result.results_path} come from an earlier "
             "run, so this test would check old results: delete that folder (make test starts from a fresh one).")
     return check
+
+
+def pytest_collection_modifyitems(config, items):
+    """Start the longest test files first (seconds from tests/durations.json), keeping each file's order.
+
+    With two workers that each take whole files, the last long file to start decides when the run
+    ends; longest first lets the two finish together. The seconds come from a past run
+    (``python tools/time_report.py --write-durations tests/durations.json``); a file they do not
+    list starts last. ``make test`` passes ``--no-loadscope-reorder`` so that xdist keeps this order.
+    """
+    import json
+
+    try:
+        seconds = json.loads((Path(__file__).parent / "durations.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    items.sort(key=lambda item: -float(seconds.get(item.path.stem, 0.0)))  # a stable sort: files stay in order

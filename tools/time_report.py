@@ -2,12 +2,18 @@
 
     python tools/time_report.py                                   # _build/pytest-junit.xml, _build/executed/timings.json
     python tools/time_report.py --junit path/junit.xml --timings path/timings.json --top 15
+    python tools/time_report.py --write-durations tests/durations.json   # refresh the test scheduler's estimates
 
 ``make test`` writes pytest's JUnit report to ``_build/pytest-junit.xml`` and the notebook runner
 writes ``_build/executed/timings.json``; this script reads whichever of the two exists and prints
-seconds per test file (with its slowest test), per notebook, and the total of each stage. A
+seconds per test file (with its slowest test), per notebook, and the total of each stage (the
+tests' own seconds, summed over the pytest workers, and the stage's wall-clock time). A
 module-scoped fixture's time counts towards the first test that uses it, as pytest records it.
 It measures nothing itself, so it can run while another job holds the CPU.
+
+``--write-durations`` writes the seconds per test file to a JSON file: ``tests/durations.json`` is
+what ``tests/conftest.py`` orders the test files by, longest first, so that the two workers finish
+together. Those seconds change only the order in which the files start, never what a test checks.
 """
 from __future__ import annotations
 
@@ -35,6 +41,16 @@ def case_times(junit: Path) -> list[dict]:
     return rows
 
 
+def suite_seconds(junit: Path) -> float | None:
+    """The wall-clock seconds of the whole run, as the report's test suite records them."""
+    root = ET.parse(junit).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    try:
+        return float(suite.get("time"))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
 def by_file(rows: list[dict]) -> list[tuple[str, float, int, dict]]:
     """(file, seconds, tests, slowest test row), biggest file first."""
     groups: dict[str, list[dict]] = defaultdict(list)
@@ -50,6 +66,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timings", default=str(ROOT / "_build" / "executed" / "timings.json"),
                     help="tools/run_notebooks.py's timings.json")
     ap.add_argument("--top", type=int, default=25, help="rows per table (default 25)")
+    ap.add_argument("--write-durations", metavar="JSON", help="also write the seconds per test file to JSON "
+                    "(tests/durations.json: the order tests/conftest.py starts the files in)")
     args = ap.parse_args(argv)
     junit, timings = Path(args.junit), Path(args.timings)
     if not junit.is_file() and not timings.is_file():
@@ -62,12 +80,17 @@ def main(argv=None) -> int:
         except ET.ParseError as exc:
             print(f"{junit} is not a JUnit XML report ({exc}).", file=sys.stderr)
             return 2
-        total = sum(r["seconds"] for r in rows)
-        print(f"unit tests: {len(rows)} tests, {total:.0f} s ({junit})")
+        total, wall = sum(r["seconds"] for r in rows), suite_seconds(junit)
+        print(f"unit tests: {len(rows)} tests, {total:.0f} s of test time"
+              + (f" in {wall:.0f} s wall" if wall is not None else "") + f" ({junit})")
         print(f"{'file':<28} {'seconds':>8} {'share':>6} {'tests':>6}  slowest test")
         for name, seconds, n, slowest in by_file(rows)[:args.top]:
             print(f"{name:<28} {seconds:>8.0f} {seconds / max(total, 1e-9):>6.0%} {n:>6}  "
                   f"{slowest['test'][:60]} ({slowest['seconds']:.0f} s)")
+        if args.write_durations:
+            seconds = {name: round(sec, 1) for name, sec, _, _ in by_file(rows)}
+            Path(args.write_durations).write_text(json.dumps(seconds, indent=1) + "\n", encoding="utf-8")
+            print(f"seconds per test file written to {args.write_durations}")
         bad = [r for r in rows if r["outcome"] in ("failure", "error")]
         if bad:
             print(f"{len(bad)} failed: " + ", ".join(f"{r['file']}::{r['test']}" for r in bad))
