@@ -13,8 +13,10 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 EXECUTED := _build/executed
-# pytest workers (pytest-xdist; each test file stays in one worker, so its module fixtures run once)
+# pytest workers (pytest-xdist; each test file stays in one worker, so its module fixtures run once), and
+# torch threads per worker: fixed, so that every run of the suite computes the same bits on a machine
 TEST_JOBS ?= 2
+TEST_THREADS ?= 1
 TEST_RESULTS := $(CURDIR)/_build/results
 # warnings are errors, every reference must resolve
 JB_FLAGS := -W -n --keep-going
@@ -49,7 +51,7 @@ check-book:
 # its chapter's arguments, and the chapter reads those rows (tests/conftest.py, course_lib.config.results_dir)
 test: $(STAMP)
 	rm -rf $(TEST_RESULTS)
-	COURSE_RESULTS_DIR=$(TEST_RESULTS) COURSE_PROFILE=quick $(BIN)/python -m pytest tests -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder --durations=20 --junitxml=_build/pytest-junit.xml
+	COURSE_THREADS=$(TEST_THREADS) COURSE_RESULTS_DIR=$(TEST_RESULTS) COURSE_PROFILE=quick $(BIN)/python -m pytest tests -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder --durations=20 --junitxml=_build/pytest-junit.xml
 	COURSE_RESULTS_DIR=$(TEST_RESULTS) COURSE_PROFILE=quick $(BIN)/python tools/run_notebooks.py --profile quick --out $(EXECUTED)
 	$(MAKE) html
 	$(MAKE) check-book

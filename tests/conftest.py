@@ -1,11 +1,13 @@
 """Shared test settings: the quick profile and a non-interactive matplotlib backend.
 
 ``make test`` runs them in two pytest-xdist workers, each keeping whole test files (``--dist
-loadfile``); every process uses the course's adaptive threads (one thread beside a busy worker,
-all cores on an idle machine). Results are bit-reproducible at a fixed thread count; a test that
-compares two runs bit for bit, or whose bar reads a cliff-like curve, fixes it with
-``COURSE_THREADS`` (tests/test_bad_inputs.py, tests/test_defenses.py), and tests/test_threads.py
-exercises the adaptation itself.
+loadfile``), with one torch thread each (``COURSE_THREADS=1``): results are bit-reproducible at a
+fixed thread count, so every run of the suite checks the same numbers (with adaptive threads a
+worker flips between one and two threads as the other works, and bars that read one digit or four
+probes moved with it). Run alone (plain ``pytest``), the tests use the course's adaptive threads;
+a test that compares two runs bit for bit, or whose bar reads a cliff-like curve, fixes the count
+itself (tests/test_bad_inputs.py, tests/test_defenses.py), and tests/test_threads.py exercises the
+adaptation.
 
 The three RUB benchmarks' quick fixtures and the defense-grid test call their recipes with the
 chapters' exact arguments and write into ``results_root``: ``make test`` points
