@@ -219,6 +219,26 @@ def cached_model(kind: str, config: dict, build: Callable[[], nn.Module],
     return model, {**metrics, "from_cache": False}, path
 
 
+def cached_unlearning(kind: str, config: dict, build: Callable[[], nn.Module],
+                      unlearn: Callable[[], nn.Module], *, data=()) -> tuple[nn.Module, dict]:
+    """An unlearned model through :func:`cached_model`: ``unlearn()`` runs only on a cache miss.
+
+    ``config`` names the original model, the method (its name, hyper-parameters and source) and the
+    seed; ``build`` makes an empty model of the original's architecture; ``unlearn()`` returns the
+    unlearned model, whose weights are copied into it. The info dict holds ``unlearn_seconds`` (wall
+    seconds of the unlearning that made the checkpoint) and ``from_cache``.
+    """
+    import time
+
+    def fit(model: nn.Module) -> dict:
+        t0 = time.perf_counter()
+        model.load_state_dict(unlearn().state_dict())
+        return {"unlearn_seconds": time.perf_counter() - t0}
+
+    model, info, _ = cached_model(kind, config, build, fit, data=data)
+    return model.eval(), info
+
+
 def clone_model(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` on the same device."""
     import copy

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from .. import data as data_mod
 from ..attacks.membership import svc_mia_efficacy
 from ..attacks.uma import output_distance, robustness_verdict, unlearning_mapping_attack
-from ..cache import cached_model, config_key, source_key
+from ..cache import cached_unlearning, config_key, source_key
 from ..config import results_dir
 from ..errors import CourseError
 from ..models import MODELS, default_model_for
@@ -90,15 +90,11 @@ def unlearned_model(setup: "RubSetup", method: str, *, seed: int = 0,
     hp = effective_hyper_parameters(method, overrides, setup)
     config = {"stage": "rub-unlearned", "original": Path(setup.original_info["path"]).name, "method": method,
               "hp_key": hp_key(method, overrides, setup), "seed": int(seed)}
-
-    def fit(model: nn.Module) -> dict:
-        t0 = time.perf_counter()
-        unlearned = CLASSIFICATION_METHODS.get(method)(setup.original, setup.forget, setup.retain, seed=seed, **hp)
-        model.load_state_dict(unlearned.state_dict())
-        return {"unlearn_seconds": time.perf_counter() - t0}
-
-    model, info, _ = cached_model("rub-unlearned", config, setup.new_model, fit, data=(setup.forget, setup.retain))
-    return model.eval(), float(info["unlearn_seconds"])
+    model, info = cached_unlearning(
+        "rub-unlearned", config, setup.new_model,
+        lambda: CLASSIFICATION_METHODS.get(method)(setup.original, setup.forget, setup.retain, seed=seed, **hp),
+        data=(setup.forget, setup.retain))
+    return model, float(info["unlearn_seconds"])
 
 
 def benchmark_key(dataset: str, model_name: str, cfg: RubConfig, forget_classes, forget_share,

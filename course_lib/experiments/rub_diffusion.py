@@ -26,7 +26,7 @@ import torch
 from .. import data as data_mod
 from ..attacks.prompt_attack import unlearn_diff_attack
 from ..budgets import Budget
-from ..cache import cached_model, config_key, source_key
+from ..cache import cached_model, cached_unlearning, config_key, source_key
 from ..config import get_device, results_dir, seed_everything
 from ..diffusion import Diffusion, PromptSet, train_t2i
 from ..errors import CourseError
@@ -280,14 +280,9 @@ def unlearned_model(setup: T2ISetup, method: str, hyper_parameters: dict | None 
     fn = T2I_METHODS.get(method)
     key = {"stage": "t2i-unlearned", "original": setup.original_key, "concept": setup.label, "method": method,
            "hp": hp_key(method, hp), "seed": int(seed)}
-
-    def fit(m: T2IModel) -> dict:
-        t0 = time.perf_counter()
-        result = fn(setup.original, setup.concept, setup.retain, seed=seed, progress=progress, **hp)
-        m.load_state_dict(result.state_dict())
-        return {"unlearn_seconds": time.perf_counter() - t0}
-
-    model, info, _ = cached_model("t2i-unlearned", key, lambda: build_t2i(setup.original.arch, setup.original.device), fit)
+    model, info = cached_unlearning(
+        "t2i-unlearned", key, lambda: build_t2i(setup.original.arch, setup.original.device),
+        lambda: fn(setup.original, setup.concept, setup.retain, seed=seed, progress=progress, **hp))
     model.recipe = dict(getattr(setup.original, "recipe", {}) or {})
     for p in model.parameters():
         p.requires_grad_(False)

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .. import data as data_mod
 from ..attacks.uma_i2i import inpainting_mapping_attack
-from ..cache import cached_model, clone_model, config_key, source_key, state_equal
+from ..cache import cached_unlearning, clone_model, config_key, source_key, state_equal
 from ..config import results_dir
 from ..errors import CourseError
 from ..models.inpainter import Inpainter
@@ -107,18 +107,11 @@ def unlearned_model(setup: I2ISetup, method: str, *, seed: int = 0,
     hp = effective_hyper_parameters(method, hyper_parameters, setup)
     config = {"stage": "i2i-unlearned", "original": Path(setup.info["path"]).name, "method": method,
               "hp_key": hp_key(method, hyper_parameters, setup), "seed": int(seed)}
-
-    def build() -> Inpainter:
-        return clone_model(setup.original)
-
-    def fit(model: Inpainter) -> dict:
-        t0 = time.perf_counter()
-        unlearned = I2I_METHODS.get(method)(setup.original, setup.forget, setup.retain, seed=seed, **hp)
-        model.load_state_dict(unlearned.state_dict())
-        return {"unlearn_seconds": time.perf_counter() - t0}
-
-    model, info, _ = cached_model("i2i-unlearned", config, build, fit, data=(setup.forget, setup.retain))
-    return model.eval(), float(info["unlearn_seconds"])
+    model, info = cached_unlearning(
+        "i2i-unlearned", config, lambda: clone_model(setup.original),
+        lambda: I2I_METHODS.get(method)(setup.original, setup.forget, setup.retain, seed=seed, **hp),
+        data=(setup.forget, setup.retain))
+    return model, float(info["unlearn_seconds"])
 
 
 def effective_hyper_parameters(method: str, hyper_parameters: dict, setup: I2ISetup) -> dict:
