@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +35,10 @@ from .results import FILE_MODE, atomic_write_text, prepare_output
 
 #: Bump when a change to the training code makes old checkpoints wrong.
 CACHE_VERSION = 2
+
+#: Seconds this process has spent in :func:`cache_lock` waiting for another process to finish a
+#: checkpoint (``make test``'s report reads it per test: a wait is a core that did no work).
+lock_wait_seconds = 0.0
 
 
 def config_key(config: dict) -> str:
@@ -124,8 +129,14 @@ def cache_lock(path: Path):
     except OSError:
         yield
         return
+    global lock_wait_seconds
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another process holds it: wait, and count the wait
+            start = time.perf_counter()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            lock_wait_seconds += time.perf_counter() - start
         yield
     finally:
         fh.close()  # closing releases the lock

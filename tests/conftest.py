@@ -15,6 +15,7 @@ chapters' exact arguments and write into ``results_root``: ``make test`` points
 those rows instead of computing them again.
 """
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,28 @@ def pytest_collection_modifyitems(config, items):
     except (OSError, ValueError):
         return
     items.sort(key=lambda item: -float(seconds.get(item.path.stem, 0.0)))  # a stable sort: files stay in order
+
+
+_CLOCK = pytest.StashKey[tuple]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Note when each test starts and how long it has waited for another worker's checkpoint so far."""
+    from course_lib import cache
+
+    item.stash[_CLOCK] = (time.time(), cache.lock_wait_seconds)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Record, in the JUnit report, the worker, the start time and the seconds spent waiting in
+    ``cache_lock`` during the test (its fixtures' set-up included); ``tools/time_report.py`` reads them."""
+    yield
+    from course_lib import cache
+
+    start, waited = item.stash.get(_CLOCK, (time.time(), cache.lock_wait_seconds))
+    item.user_properties += [("worker", os.environ.get("PYTEST_XDIST_WORKER", "main")),
+                             ("started", f"{start:.3f}"),
+                             ("lock_wait_seconds", f"{cache.lock_wait_seconds - waited:.3f}")]

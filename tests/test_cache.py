@@ -130,3 +130,30 @@ def test_two_processes_asking_for_the_same_checkpoint_train_it_once(tmp_path):
         from_cache = sorted(f.result() for f in futures)
     assert log.read_text().splitlines() == ["trained"]
     assert from_cache == [False, True]
+
+
+def test_a_wait_for_the_lock_is_counted_and_a_free_lock_costs_nothing(tmp_path):
+    import threading
+    import time
+
+    from course_lib import cache
+
+    path = tmp_path / "m.safetensors"
+    before = cache.lock_wait_seconds
+    with cache.cache_lock(path):
+        pass
+    assert cache.lock_wait_seconds == before  # nobody held it: no wait recorded
+    held = threading.Event()
+
+    def holder():
+        with cache.cache_lock(path):   # a second open file: flock makes the two wait for each other
+            held.set()
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(5)
+    with cache.cache_lock(path):
+        waited = cache.lock_wait_seconds - before
+    thread.join()
+    assert 0.3 <= waited < 5.0

@@ -7,7 +7,9 @@
 ``make test`` writes pytest's JUnit report to ``_build/pytest-junit.xml`` and the notebook runner
 writes ``_build/executed/timings.json``; this script reads whichever of the two exists and prints
 seconds per test file (with its slowest test), per notebook, and the total of each stage (the
-tests' own seconds, summed over the pytest workers, and the stage's wall-clock time). A
+tests' own seconds, summed over the pytest workers, and the stage's wall-clock time). Per pytest
+worker it prints when its last test ended and how long its tests waited for a checkpoint that
+another worker was training (``cache_lock``; tests/conftest.py records both in the report). A
 module-scoped fixture's time counts towards the first test that uses it, as pytest records it.
 It measures nothing itself, so it can run while another job holds the CPU.
 
@@ -36,9 +38,43 @@ def case_times(junit: Path) -> list[dict]:
             if child.tag in ("failure", "error", "skipped"):
                 outcome = child.tag
         module = case.get("classname", "").split(".")
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
         rows.append({"file": next((m for m in module if m.startswith("test_")), ".".join(module)),
-                     "test": case.get("name", "?"), "seconds": float(case.get("time", 0.0)), "outcome": outcome})
+                     "test": case.get("name", "?"), "seconds": float(case.get("time", 0.0)), "outcome": outcome,
+                     "worker": props.get("worker"), "started": _number(props.get("started")),
+                     "lock_wait": _number(props.get("lock_wait_seconds")) or 0.0})
     return rows
+
+
+def _number(text) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def worker_lines(rows: list[dict]) -> list[str]:
+    """Per pytest worker: its tests' seconds, the span from its first start to its last end, and the
+    seconds its tests waited in ``cache_lock`` for a checkpoint another worker was making (recorded by
+    tests/conftest.py; an old report without them gives no lines)."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["worker"] and r["started"] is not None:
+            groups[r["worker"]].append(r)
+    if not groups:
+        return []
+    t0 = min(r["started"] for rs in groups.values() for r in rs)
+    lines = []
+    for worker, rs in sorted(groups.items()):
+        busy = sum(r["seconds"] for r in rs)
+        end = max(r["started"] + r["seconds"] for r in rs) - t0
+        waits = sorted((r for r in rs if r["lock_wait"] >= 1.0), key=lambda r: -r["lock_wait"])
+        line = (f"worker {worker}: {len(rs)} tests, {busy:.0f} s of test time, done at {end:.0f} s; "
+                f"{sum(r['lock_wait'] for r in rs):.0f} s waiting for another worker's checkpoint")
+        if waits:
+            line += " (" + ", ".join(f"{r['file']}::{r['test'][:40]} {r['lock_wait']:.0f} s" for r in waits[:3]) + ")"
+        lines.append(line)
+    return lines
 
 
 def suite_seconds(junit: Path) -> float | None:
@@ -87,6 +123,8 @@ def main(argv=None) -> int:
         for name, seconds, n, slowest in by_file(rows)[:args.top]:
             print(f"{name:<28} {seconds:>8.0f} {seconds / max(total, 1e-9):>6.0%} {n:>6}  "
                   f"{slowest['test'][:60]} ({slowest['seconds']:.0f} s)")
+        for line in worker_lines(rows):
+            print(line)
         if args.write_durations:
             seconds = {name: round(sec, 1) for name, sec, _, _ in by_file(rows)}
             Path(args.write_durations).write_text(json.dumps(seconds, indent=1) + "\n", encoding="utf-8")
