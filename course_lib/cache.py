@@ -62,6 +62,21 @@ def source_key(fn) -> str:
         return getattr(fn, "__qualname__", repr(fn))
 
 
+def library_key() -> str:
+    """A short hash of the source of every module of ``course_lib``.
+
+    It joins the key of a stored result that depends on many modules at once (chapter 4's label
+    inference runs the unlearning, the probes and both attacks): any edit to the library computes
+    it again, an unchanged library reads it.
+    """
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file's bytes (hex)."""
     h = hashlib.sha256()

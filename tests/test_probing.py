@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -141,10 +142,37 @@ def test_probe_construction_refuses_a_label_only_api():
 # --------------------------------------------------------------------------- the attack on MNIST (quick bars)
 
 @pytest.fixture(scope="module")
-def quick_result():
+def quick_result(results_root):
+    """Chapter 4's run (its arguments), stored where the chapter reads it (make test: the shared results root)."""
     from course_lib.experiments.label_inference import run_label_inference
 
-    return run_label_inference("mnist-5k", profile="quick", seed=0, progress=False)
+    result = run_label_inference("mnist-5k", profile="quick", seed=0, out=results_root / "label-inference",
+                                 progress=False)
+    assert result.computed, (f"{result.results_path} comes from an earlier run, so this test would check old "
+                             "results: delete that folder (make test starts from a fresh one).")
+    return result
+
+
+def test_the_stored_result_is_read_back_whole_and_an_edited_library_computes_again(quick_result, tmp_path,
+                                                                                   monkeypatch):
+    from course_lib.experiments import label_inference as li
+
+    again = li.run_label_inference("mnist-5k", profile="quick", seed=0, out=Path(quick_result.results_path).parent,
+                                   progress=False)
+    assert not again.computed and again.results_path == quick_result.results_path
+    fields = lambda r: {k: v for k, v in r.to_dict().items() if k not in ("computed", "results_path")}
+    assert json.loads(json.dumps(fields(again))) == json.loads(json.dumps(fields(quick_result)))
+    assert again.accuracy("approximate", 1.0) == quick_result.accuracy("approximate", 1.0)
+    # a smaller run: stored, read back, and computed again once the library's source (its key) changes
+    cfg = li.LabelInferenceConfig.for_profile("quick", forget_shares=(1.0,), multi_classes=(), label_only=False)
+    kw = dict(profile="quick", seed=0, config=cfg, out=tmp_path, progress=False)
+    first = li.run_label_inference("mnist-5k", **kw)
+    assert first.computed and not li.run_label_inference("mnist-5k", **kw).computed
+    assert li.run_label_inference("mnist-5k", resume=False, **kw).computed
+    monkeypatch.setattr(li, "library_key", lambda: "an-edited-library")
+    edited = li.run_label_inference("mnist-5k", **kw)
+    assert edited.computed and edited.results_path != first.results_path
+    assert len(list(tmp_path.glob("label-inference-*.jsonl"))) == 2
 
 
 def test_quick_bars_probability_api(quick_result):
@@ -183,7 +211,7 @@ def test_quick_bars_label_only_and_top_k(quick_result):
     r.plot()
 
 
-def test_table3_runs_the_papers_zoo_preset_beside_the_courses_on_the_same_models():
+def test_table3_runs_the_papers_zoo_preset_beside_the_courses_on_the_same_models(tmp_path):
     """Chapter 4's two presets (quick, small ZOO budget): the paper's ZOO probes grouped by M's
     prediction and the course's NES probes grouped by target, on the same unlearned models."""
     from course_lib.experiments.label_inference import LabelInferenceConfig, run_label_inference
@@ -193,7 +221,7 @@ def test_table3_runs_the_papers_zoo_preset_beside_the_courses_on_the_same_models
     cfg = LabelInferenceConfig.for_profile("quick", presets=("paper", "course"), forget_shares=(1.0,),
                                            multi_classes=(), label_only=False, zoo_max_queries=1_500,
                                            zoo_probes_per_class=2)
-    r = run_label_inference("mnist-5k", profile="quick", seed=0, config=cfg, progress=False)
+    r = run_label_inference("mnist-5k", profile="quick", seed=0, config=cfg, out=tmp_path, progress=False)
     paper, course = r.probe_sets["paper"], r.probe_sets["course"]
     assert paper["method"] == "zoo" and paper["grouping"] == "predicted" and not paper["calibrated"]
     assert course["method"] == "nes" and course["grouping"] == "target"

@@ -8,7 +8,8 @@ def register(sub) -> None:
     p = sub.add_parser("label-inference", help="chapter 4: Table 3, Figs. 4/9/10 and the label-only attack",
                        description="Unlearn each class in turn (every share p_u of the profile, exact and approximate) "
                                    "and infer it from black-box queries; sizes from the profile's budget.")
-    p.add_argument("--no-cache", action="store_true", help="rebuild the probes instead of loading cached ones")
+    p.add_argument("--no-cache", action="store_true",
+                   help="rebuild the probes and compute the result again instead of reading the stored ones")
     add_recipe_options(p, out="label-inference", model=False)
     p.set_defaults(func=run)
 
@@ -18,5 +19,5 @@ def run(args) -> int:
 
     output_folder(args)
     result = run_label_inference(args.dataset, profile=args.profile, seed=args.seed, use_cache=not args.no_cache,
-                                 progress=not args.json)
+                                 resume=not args.no_cache, out=args.out, progress=not args.json)
     return finish(args, result, f"label-inference-{args.dataset}-seed{args.seed}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -32,9 +33,11 @@ from ..attacks.label_only import (LabelOnlyConfig, probe_unlearned_labels)
 from ..attacks.probes import PROBE_METHODS, ProbeConfig
 from ..attacks.unlearned_label import GROUPINGS, probe_unlearned
 from ..budgets import Budget
-from ..config import get_profile
+from ..cache import config_key, library_key
+from ..config import get_profile, results_dir
 from ..errors import CourseError, check_choice
 from ..recipes import Result, recipe
+from ..results import RowStore, prepare_output
 
 from .probing_setup import UNLEARNING_METHODS, ProbingSetup, prepare_probing
 
@@ -157,7 +160,9 @@ class LabelInferenceResult(Result):
     or flip share for the label-only API) of each unlearned class, ``K x K`` nested lists.
     ``multi``: Fig. 10 rows (preset, classes, top-K inferred, accuracy, beta). ``probes``: the
     construction cost of the first preset's probes; ``probe_sets``: of every preset's;
-    ``boundary``: of the label-only probes. ``seconds``: wall-clock of the whole recipe.
+    ``boundary``: of the label-only probes. ``seconds``: wall-clock of the whole recipe (of the run
+    that computed it, when it was read back). ``results_path``: the file it is stored in;
+    ``computed``: ``False`` when it was read from there instead of computed.
     """
 
     dataset: str
@@ -172,6 +177,8 @@ class LabelInferenceResult(Result):
     multi: list
     seconds: float
     probe_sets: dict = field(default_factory=dict)
+    results_path: str = ""
+    computed: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -265,7 +272,8 @@ def _key(api: str, m: int, method: str, forget_share: float, preset: str = "") -
 def run_label_inference(dataset: str = "mnist-5k", *, profile: str | None = None, seed: int = 0,
                         config: LabelInferenceConfig | None = None, probe_config: ProbeConfig | None = None,
                         label_only_config: LabelOnlyConfig | None = None, use_cache: bool = True,
-                        setup: ProbingSetup | None = None, progress: bool = True) -> LabelInferenceResult:
+                        setup: ProbingSetup | None = None, out=None, resume: bool = True,
+                        progress: bool = True) -> LabelInferenceResult:
     """Chapter 4's experiment: Table 3, Figs. 4/9/10 and the label-only attack, with costs.
 
     For every unlearning method and share p_u, each class in turn is (partly) unlearned from M
@@ -275,6 +283,11 @@ def run_label_inference(dataset: str = "mnist-5k", *, profile: str | None = None
     the same unlearned models are attacked through a label-only API. Then the class sets of
     ``multi_classes`` are unlearned at once (p_u = 1) and inferred with top-K. Pass ``setup`` (from
     :func:`prepare_probing` with the same dataset, profile and seed) to reuse its models.
+
+    The result is stored in ``out`` (default ``results_dir("label-inference")``:
+    ``$COURSE_RESULTS_DIR/label-inference``, else ``results/label-inference``), in a file whose key
+    hashes the models, every size of the run and the library's source (:func:`~course_lib.cache.library_key`).
+    A run with the same key reads it back (``result.computed`` is ``False``) unless ``resume=False``.
 
     Used by chapter 4.
     """
@@ -289,6 +302,15 @@ def run_label_inference(dataset: str = "mnist-5k", *, profile: str | None = None
                                 progress=progress)
     k_classes = setup.num_classes
     plan = cfg.probe_plan(prof.name, probe_config)
+    label_only_config = (label_only_config or LabelOnlyConfig.for_profile(prof.name)) if cfg.label_only else None
+    identity = setup._cache_config("label-inference", {
+        "config": cfg.to_dict(), "label_only": label_only_config.to_dict() if label_only_config else None,
+        "probes": {preset: [m, pcfg.to_dict(), g, n] for preset, (m, pcfg, g, n) in plan.items()},
+        "library": library_key()})
+    out_dir = prepare_output(Path(out) if out is not None else results_dir("label-inference"))
+    store = RowStore(out_dir / f"label-inference-{config_key(identity)}.jsonl", identity, lambda row: ("result",))
+    if resume and store.rows:
+        return LabelInferenceResult(**store.rows[0], results_path=str(store.path), computed=False)
     probes, groupings, sets = {}, {}, {}
     for preset, (method, pcfg, grouping, per_class) in plan.items():
         probes[preset] = setup.probes(per_class, method, pcfg, use_cache=use_cache, progress=progress)
@@ -357,7 +379,13 @@ def run_label_inference(dataset: str = "mnist-5k", *, profile: str | None = None
     if boundary is not None:
         boundary_summary = boundary.summary()
         boundary_summary["probing_queries"] = probing_queries["labels"]
-    return LabelInferenceResult(dataset=dataset, profile=prof.name, seed=seed, config=cfg.to_dict(),
-                                setup=setup.metrics, probes=summaries[cfg.presets[0]], boundary=boundary_summary,
-                                rows=rows, betas=betas, multi=multi, seconds=round(time.perf_counter() - start, 2),
-                                probe_sets=summaries)
+    result = LabelInferenceResult(dataset=dataset, profile=prof.name, seed=seed, config=cfg.to_dict(),
+                                  setup=setup.metrics, probes=summaries[cfg.presets[0]], boundary=boundary_summary,
+                                  rows=rows, betas=betas, multi=multi, seconds=round(time.perf_counter() - start, 2),
+                                  probe_sets=summaries, results_path=str(store.path))
+    stored = result.to_dict()
+    for name in ("results_path", "computed"):
+        stored.pop(name)
+    store.drop(lambda row: True)   # resume=False: this run's result replaces the stored one
+    store.append(stored)
+    return result
