@@ -106,8 +106,9 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict, *, ke
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise CourseError(f"Cannot write the cached model {path}: {exc.strerror or exc}. Free some disk space or "
-                          "point COURSE_DATA_DIR at a writable folder, and run again.") from exc
+        raise CourseError(f"Cannot write {path}: {exc.strerror or exc}. Free some disk space, or point "
+                          "COURSE_DATA_DIR (models) or COURSE_RESULTS_DIR (results) at a writable folder, and run "
+                          "again.") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

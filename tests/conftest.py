@@ -9,10 +9,11 @@ a test that compares two runs bit for bit, or whose bar reads a cliff-like curve
 itself (tests/test_bad_inputs.py, tests/test_defenses.py), and tests/test_threads.py exercises the
 adaptation.
 
-The three RUB benchmarks' quick fixtures, the defense-grid test and chapter 4's label-inference
-fixture call their recipes with the chapters' exact arguments and write into ``results_root``:
-``make test`` points ``COURSE_RESULTS_DIR`` at one fresh folder for the tests and the chapters, so
-chapters 4 to 8 read those results instead of computing them again.
+The three RUB benchmarks' quick fixtures, the defense-grid test, chapter 4's label-inference
+fixture and the exact-unlearning test of chapter 3's Table 2 study call their recipes with the
+chapters' exact arguments and write into ``results_root``: ``make test`` points
+``COURSE_RESULTS_DIR`` at one fresh folder for the tests and the chapters, so chapters 3 to 8 read
+those results instead of computing them again.
 """
 import os
 import time

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from course_lib.attacks.inversion import ADDITIONS, PAPER_SETTINGS, InversionConfig
 from course_lib.cli import main
@@ -76,10 +77,17 @@ def test_ablation_measures_every_step_and_skips_what_cannot_act(digits_pipe):
     json.dumps(result.to_dict())
 
 
-def test_table2_study_and_the_gradient_shares(digits_pipe):
+def test_table2_study_and_the_gradient_shares(digits_pipe, tmp_path):
     budget = RecoveryStudiesBudget.for_profile("quick", restarts=2, iterations=20, feature_iterations=10,
                                                sharpen_iterations=0, table2_samples=2, share_seeds=2)
-    sizes = run_recovery_sizes(setup=digits_pipe, budget=budget)
+    sizes = run_recovery_sizes(setup=digits_pipe, budget=budget, out=tmp_path)
+    assert sizes.computed
+    again = run_recovery_sizes(setup=digits_pipe, budget=budget, out=tmp_path)  # stored: read back whole
+    assert not again.computed and again.rows == sizes.rows and again.summary == sizes.summary
+    assert again.titles == sizes.titles and torch.equal(again.originals, sizes.originals)
+    assert list(again.images) == list(sizes.images)
+    assert all(torch.equal(again.images[k], sizes.images[k]) for k in sizes.images)
+    assert run_recovery_sizes(setup=digits_pipe, budget=budget.replace(table2_samples=1), out=tmp_path).computed
     table2 = {(r["N"], r["method"]): r for r in sizes.summary["table2"]}
     assert set(table2) == {(8, "exact"), (8, "approximate"), (8, "exact, θ₀ and N known")}
     assert all(r["PSNR min"] <= r["PSNR mean"] <= r["PSNR max"] for r in table2.values())

@@ -53,7 +53,7 @@ def run(args) -> int:
         presets = S.PRESETS if args.preset is None else (args.preset,)
         result = S.run_recovery_seeds(args.dataset, args.model, presets=presets, **common)
     elif args.study == "sizes":
-        result = S.run_recovery_sizes(args.dataset, args.model, preset=preset, **common)
+        result = S.run_recovery_sizes(args.dataset, args.model, preset=preset, out=args.out, **common)
     elif args.study == "epochs":
         result = S.run_recovery_epochs(args.dataset, args.model, preset=preset, **common)
     elif args.study == "multi":

@@ -23,6 +23,7 @@ gradient shares, the objective audit, the ablation). :class:`RecoveryStudiesBudg
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -30,10 +31,13 @@ import torch
 from .. import metrics as M
 from ..attacks.inversion import InversionConfig
 from ..budgets import Budget
+from ..cache import config_key, library_key, read_verified, save_tensors
+from ..config import results_dir
 from ..data import load as load_dataset
 from ..errors import CourseError, check_choice
 from ..metrics import finite_mean, finite_median
 from ..recipes import Result, recipe
+from ..results import prepare_output
 from ..train import prepare_pipeline
 from .recovery import (LABEL_MODES, PRECISIONS, RecoveryResult, attack_unlearned_model, make_unlearning_case,
                        recovery_model_for)
@@ -163,6 +167,8 @@ class RecoveryStudyResult(Result):
         Column titles of the figure (one per removed sample).
     settings:
         What ran: dataset, model, profile, presets, the inversion settings, the budget.
+    results_path, computed:
+        Where a stored study lies (:meth:`save`), and ``False`` when it was read from there.
     """
 
     study: str
@@ -172,6 +178,29 @@ class RecoveryStudyResult(Result):
     images: dict = field(default_factory=dict)
     titles: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    results_path: str = ""
+    computed: bool = True
+
+    def save(self, path: Path, key: str) -> None:
+        """Store the study: its images with safetensors, the rest in the JSON beside them (both atomically)."""
+        tensors = {f"image/{k}": v for k, v in self.images.items()}
+        if self.originals is not None:
+            tensors["originals"] = self.originals
+        save_tensors(tensors, path, {"study": self.study, "rows": self.rows, "summary": self.summary,
+                                     "titles": self.titles, "settings": self.settings,
+                                     "image_rows": list(self.images)}, key=key)
+        self.results_path = str(path)
+
+    @classmethod
+    def load(cls, path: Path, key: str) -> "RecoveryStudyResult | None":
+        """The study stored at ``path`` if it is the one ``key`` names, else ``None``."""
+        found = read_verified(path, key) if Path(path).exists() else None
+        if found is None:
+            return None
+        t, meta = found
+        return cls(meta["study"], meta["rows"], meta["summary"], t.get("originals"),
+                   {k: t[f"image/{k}"] for k in meta["image_rows"]}, meta["titles"], meta["settings"],
+                   results_path=str(path), computed=False)
 
     def table(self):
         """The rows as a pandas DataFrame."""
@@ -251,6 +280,19 @@ def _row(result: RecoveryResult, **keys) -> dict:
             "estimate_cosine": result.summary.get("estimate_cosine"), "seconds": result.cost["seconds"]}
 
 
+def stored_study(study: str, pipe, budget: RecoveryStudiesBudget, out, **settings) -> tuple[Path, str]:
+    """``(path, key)`` of a study's stored result under ``out`` (default ``results_dir("recovery-studies")``).
+
+    The key hashes the pipeline's checkpoints, the budget, the study's own settings and the source of
+    the library (:func:`~course_lib.cache.library_key`): a rerun of the same study reads the result
+    back, and any change computes it again.
+    """
+    key = config_key({"study": study, "checkpoints": {k: Path(v).name for k, v in pipe.cache_paths.items()},
+                      "budget": budget.to_dict(), "library": library_key(), **settings})
+    folder = prepare_output(Path(out) if out is not None else results_dir("recovery-studies"))
+    return folder / f"{study}-{pipe.dataset}-{key}.safetensors", key
+
+
 def _settings(study: str, pipe, budget: RecoveryStudiesBudget, configs: dict, **extra) -> dict:
     return {"study": study, "dataset": pipe.dataset, "model": pipe.model_name, "profile": pipe.profile.name,
             "budget": budget.to_dict(), "inversion": {k: c.to_dict() for k, c in configs.items()}, **extra}
@@ -299,7 +341,8 @@ def run_recovery_seeds(dataset: str = "mnist-5k", model: str | None = None, *, p
 @recipe("recovery-sizes", chapter="3", command="course-lib recovery-study sizes")
 def run_recovery_sizes(dataset: str = "mnist-5k", model: str | None = None, *, profile: str | None = None,
                        seed: int = 0, preset: str = "course", budget: RecoveryStudiesBudget | None = None,
-                       precision: str = "auto", setup=None, progress: bool = False) -> RecoveryStudyResult:
+                       precision: str = "auto", setup=None, out=None, resume: bool = True,
+                       progress: bool = False) -> RecoveryStudyResult:
     """Small training sets (Figs. 5-6, Table 2): M fine-tuned on N samples of Du, each removed in turn.
 
     For every N of ``budget.sizes``, exact and approximate unlearning of the first
@@ -307,10 +350,15 @@ def run_recovery_sizes(dataset: str = "mnist-5k", model: str | None = None, *, p
     ``budget.reference_size`` also exact unlearning attacked by the server that knows theta_0 and N
     (:func:`~course_lib.attacks.gradient_estimation.estimate_gradient_reference`, an addition).
     ``summary["table2"]``: per (N, method) the min / mean / max of PSNR and RMSE with the IDs, as
-    in the paper's Table 2.
+    in the paper's Table 2. The result is stored in ``out`` (:func:`stored_study`); a rerun with the
+    same models, budget and library reads it back unless ``resume=False``.
     """
     check_choice(preset, PRESETS, "inversion preset")
     pipe, budget = study_setup(dataset, model, profile, setup, budget, precision)
+    path, key = stored_study("sizes", pipe, budget, out, seed=seed, preset=preset, precision=precision)
+    stored = RecoveryStudyResult.load(path, key) if resume else None
+    if stored is not None:
+        return stored
     config = budget.inversion(pipe.profile.name, preset)
     rows, originals, images = [], {}, {}
     for n in budget.sizes:
@@ -339,10 +387,13 @@ def run_recovery_sizes(dataset: str = "mnist-5k", model: str | None = None, *, p
                            "RMSE max": max(r["rmse"] for r in sel),
                            "gain over baseline (dB)": finite_mean([r["psnr"] - r["baseline_psnr"] for r in sel])})
     ids = sorted(originals)
-    return RecoveryStudyResult("sizes", rows, {"table2": table2, "shown_size": budget.sizes[min(1, len(budget.sizes) - 1)]},
-                               torch.stack([originals[j] for j in ids]) if ids else None,
-                               {k: torch.stack(v) for k, v in images.items()}, [f"ID {j}" for j in ids],
-                               _settings("sizes", pipe, budget, {preset: config}, seed=seed))
+    result = RecoveryStudyResult("sizes", rows, {"table2": table2,
+                                                 "shown_size": budget.sizes[min(1, len(budget.sizes) - 1)]},
+                                 torch.stack([originals[j] for j in ids]) if ids else None,
+                                 {k: torch.stack(v) for k, v in images.items()}, [f"ID {j}" for j in ids],
+                                 _settings("sizes", pipe, budget, {preset: config}, seed=seed))
+    result.save(path, key)
+    return result
 
 
 @recipe("recovery-epochs", chapter="3", command="course-lib recovery-study epochs")
