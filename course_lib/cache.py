@@ -255,8 +255,6 @@ def cached_unlearning(kind: str, config: dict, build: Callable[[], nn.Module],
     unlearned model, whose weights are copied into it. The info dict holds ``unlearn_seconds`` (wall
     seconds of the unlearning that made the checkpoint) and ``from_cache``.
     """
-    import time
-
     def fit(model: nn.Module) -> dict:
         t0 = time.perf_counter()
         model.load_state_dict(unlearn().state_dict())

@@ -303,7 +303,7 @@ def run_label_inference(dataset: str = "mnist-5k", *, profile: str | None = None
     k_classes = setup.num_classes
     plan = cfg.probe_plan(prof.name, probe_config)
     label_only_config = (label_only_config or LabelOnlyConfig.for_profile(prof.name)) if cfg.label_only else None
-    identity = setup._cache_config("label-inference", {
+    identity = setup.cache_config("label-inference", {
         "config": cfg.to_dict(), "label_only": label_only_config.to_dict() if label_only_config else None,
         "probes": {preset: [m, pcfg.to_dict(), g, n] for preset, (m, pcfg, g, n) in plan.items()},
         "library": library_key()})

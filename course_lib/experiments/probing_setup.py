@@ -77,7 +77,9 @@ class ProbingSetup:
         idx = self.forget_indices(classes, forget_share)
         return unlearn_from_pipeline(self.pipeline, idx, method, train_set=self.subset, deployed=self.deployed)
 
-    def _cache_config(self, kind: str, settings: dict) -> dict:
+    def cache_config(self, kind: str, settings: dict) -> dict:
+        """What identifies this setup (its models, X_u, the seed) plus ``settings``: the configuration
+        that keys what is built on it (cached probes, the stored label-inference result)."""
         p = self.pipeline
         return {"kind": kind, "deployed_from": str(p.cache_paths.get("pretrained", "")), "dataset": p.dataset,
                 "model": p.model_name, "profile_width": p.profile.width, "finetune_epochs": p.finetune_epochs,
@@ -95,7 +97,7 @@ class ProbingSetup:
         seed = self.seed if probe_seed is None else probe_seed
         settings = {"method": method, "probes_per_class": probes_per_class, "probe_seed": seed,
                     "probe_config": cfg.to_dict()}
-        key_cfg = self._cache_config("probes", settings)
+        key_cfg = self.cache_config("probes", settings)
         key = config_key(key_cfg)
         path = cache_dir() / f"probes-{key}.safetensors"
         build = partial(build_probes, self.api(), num_classes=self.num_classes, input_shape=self.input_shape,
